@@ -1,0 +1,110 @@
+// swift-tools-version:6.1
+// Secure Mail Gateway: an event-sourced pipeline of small processes.
+// Arrows run one way: Services → Shared; protocol modules sit below I/O modules;
+// only the C… targets touch C, and each is imported by exactly one Swift module.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let nioHelpers: Target.Dependency = .product(name: "NIOConcurrencyHelpers", package: "swift-nio")
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+
+/// A service executable: a small main in Services/<dir> on top of the shared runtime.
+func service(_ name: String, _ dir: String, _ extra: [Target.Dependency] = []) -> Target {
+    .executableTarget(
+        name: name, dependencies: ["SMGRuntime", "SMGCore", argumentParser] + extra,
+        path: "Services/\(dir)", exclude: ["README.md"], swiftSettings: strict)
+}
+
+let package = Package(
+    name: "SecureMailGateway",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "smg-ingress", targets: ["smg-ingress"]),
+        .executable(name: "smg-scanner", targets: ["smg-scanner"]),
+        .executable(name: "smg-classifier", targets: ["smg-classifier"]),
+        .executable(name: "smg-signer", targets: ["smg-signer"]),
+        .executable(name: "smg-egress-good", targets: ["smg-egress-good"]),
+        .executable(name: "smg-egress-bad", targets: ["smg-egress-bad"]),
+        .executable(name: "smgctl", targets: ["smgctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+    ],
+    targets: [
+        // C libraries, quarantined.
+        .systemLibrary(name: "CHiredis", path: "Shared/CHiredis", pkgConfig: "hiredis",
+                       providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CZeroMQ", path: "Shared/CZeroMQ", pkgConfig: "libzmq",
+                       providers: [.apt(["libzmq3-dev"])]),
+
+        // Shared modules, one concern each.
+        .target(name: "SMGCore", path: "Shared/SMGCore", swiftSettings: strict),
+        .target(name: "SMGRedis", dependencies: ["CHiredis", logging], path: "Shared/SMGRedis",
+                swiftSettings: strict),
+        .target(name: "SMGBus", dependencies: ["CZeroMQ", logging], path: "Shared/SMGBus",
+                swiftSettings: strict),
+        .target(name: "SMGStore", dependencies: ["SMGCore", "SMGRedis", logging],
+                path: "Shared/SMGStore", swiftSettings: strict),
+        .target(name: "SMTPProtocol", dependencies: [nioCore], path: "Shared/SMTPProtocol",
+                swiftSettings: strict),
+        .target(name: "SMTPServer", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
+                path: "Shared/SMTPServer", swiftSettings: strict),
+        .target(name: "SMTPClient", dependencies: ["SMTPProtocol", nioCore, nioPosix, logging],
+                path: "Shared/SMTPClient", swiftSettings: strict),
+        .target(name: "SMGRuntime",
+                dependencies: [
+                    "SMGCore", "SMGStore", "SMGBus", "SMGRedis", logging, lifecycle, nioCore, nioPosix, argumentParser,
+                    .product(name: "NIOHTTP1", package: "swift-nio"),
+                    .product(name: "Metrics", package: "swift-metrics"),
+                    .product(name: "Prometheus", package: "swift-prometheus"),
+                    .product(name: "Yams", package: "Yams"),
+                ],
+                path: "Shared/SMGRuntime", swiftSettings: strict),
+        .target(name: "SMGDelivery",
+                dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMTPClient", "SMTPProtocol", logging,
+                               nioCore, nioPosix],
+                path: "Shared/SMGDelivery", swiftSettings: strict),
+
+        // Services: small mains.
+        service("smg-ingress", "ingress", ["SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
+        service("smg-scanner", "scanner"),
+        service("smg-classifier", "classifier"),
+        service("smg-signer", "signer"),
+        service("smg-egress-good", "egress-good", ["SMGDelivery"]),
+        service("smg-egress-bad", "egress-bad", ["SMGDelivery"]),
+        service("smgctl", "smgctl", ["SMGStore", "SMGBus", "SMGRedis"]),
+
+        // Tests.
+        .target(name: "SMGTestSupport", dependencies: ["SMGRedis"], path: "Tests/SMGTestSupport", swiftSettings: strict),
+        .testTarget(name: "SMGCoreTests", dependencies: ["SMGCore"], swiftSettings: strict),
+        .testTarget(name: "SMGRedisTests", dependencies: ["SMGRedis", "SMGTestSupport", logging],
+                    swiftSettings: strict),
+        .testTarget(name: "SMGBusTests", dependencies: ["SMGBus", "SMGTestSupport", logging], swiftSettings: strict),
+        .testTarget(name: "SMGStoreTests", dependencies: ["SMGStore", "SMGCore", "SMGRedis", "SMGTestSupport", logging],
+                    swiftSettings: strict),
+        .testTarget(name: "SMGRuntimeTests", dependencies: ["SMGRuntime", "SMGCore"], swiftSettings: strict),
+        .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol", nioCore], swiftSettings: strict),
+        .testTarget(name: "SMTPServerTests",
+                    dependencies: ["SMTPServer", "SMTPProtocol", nioCore, nioPosix, nioHelpers, logging,
+                                   .product(name: "NIOEmbedded", package: "swift-nio")],
+                    swiftSettings: strict),
+        .testTarget(name: "SMTPClientTests",
+                    dependencies: ["SMTPClient", "SMTPServer", "SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
+                    exclude: ["aiosmtpd_sink.py"], swiftSettings: strict),
+        .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGCore"], swiftSettings: strict),
+    ]
+)

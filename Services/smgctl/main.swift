@@ -1,0 +1,151 @@
+import ArgumentParser
+import SMGCore
+import SMGStore
+import SMGRedis
+import SMGBus
+import Logging
+import Foundation
+
+/// smgctl — the operator's command line: watch the pipeline live, trace one message, look at queues.
+@main
+struct SMGCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "smgctl",
+        abstract: "Operate the Secure Mail Gateway.",
+        subcommands: [Tap.self, Trace.self, Queue.self])
+}
+
+struct Connection: ParsableArguments {
+    @Option(name: .long, help: "Redis URL (default: $SMG_REDIS_URL or redis://127.0.0.1:6379/0).")
+    var redis: String?
+
+    @Option(name: .long, help: "Redis key prefix (default: $SMG_REDIS_KEY_PREFIX or smg:).")
+    var prefix: String?
+
+    func open() throws -> (RedisClient, Keyspace, Logger) {
+        var logger = Logger(label: "smgctl")
+        logger.logLevel = .warning
+        let env = ProcessInfo.processInfo.environment
+        let url = redis ?? env["SMG_REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
+        let endpoint: RedisEndpoint
+        do { endpoint = try RedisEndpoint(url: url) } catch {
+            throw ValidationError("--redis: \(error)")
+        }
+        let keys = Keyspace(prefix: prefix ?? env["SMG_REDIS_KEY_PREFIX"] ?? "smg:")
+        return (RedisClient(endpoint: endpoint, poolSize: 1, timeout: .seconds(3), logger: logger), keys, logger)
+    }
+}
+
+struct Tap: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print live events of every process as JSON lines.")
+
+    @OptionGroup var connection: Connection
+
+    @Option(name: .long, help: "Only these event types (repeatable; a trailing * matches a prefix, e.g. delivery.*).")
+    var type: [String] = []
+
+    @Option(name: .long, help: "Only events of this message id.")
+    var id: String?
+
+    @Option(name: .long, help: "Exit after this many events.")
+    var count: Int?
+
+    @Option(name: .long, help: "Exit after this many seconds.")
+    var seconds: Double?
+
+    func validate() throws {
+        if let id, MessageID(id) == nil { throw ValidationError("--id: \"\(id)\" is not a message id (ULID)") }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+    }
+
+    func run() async throws {
+        let (redis, keys, logger) = try connection.open()
+        let registry = Registry(redis: redis, keys: keys)
+        let context = try ZMQContext()
+        // Subscribe by topic prefix where possible; filter the rest here.
+        let subscriptions = type.isEmpty || type.contains(where: { $0 == "*" })
+            ? [Topic.eventsPrefix]
+            : type.map { Topic.eventsPrefix + ($0.hasSuffix("*") ? String($0.dropLast()) : $0) }
+        let subscriber = try TapSubscriber(context: context, subscriptions: subscriptions, logger: logger)
+        let wanted = id.flatMap(MessageID.init)
+        let deadline = seconds.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
+        let discovery = Task {
+            var connected: Set<String> = []
+            while !Task.isCancelled {
+                if let live = try? await registry.endpoints(kind: "events") {
+                    for endpoint in Set(live).subtracting(connected) { try? await subscriber.connect(endpoint) }
+                    connected.formUnion(live)
+                }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        let timer = Task {
+            if let deadline {
+                try? await Task.sleep(until: deadline)
+                if !Task.isCancelled { await subscriber.close() }
+            }
+        }
+        defer {
+            discovery.cancel()
+            timer.cancel()
+        }
+        var printed = 0
+        while let message = try await subscriber.receive() {
+            guard let event = try? Event.decode(message.payload) else { continue }
+            if let wanted, event.id != wanted { continue }
+            if !type.isEmpty, !type.contains(where: { Self.matches($0, event.type) }) { continue }
+            FileHandle.standardOutput.write(Data((event.jsonString() + "\n").utf8))
+            printed += 1
+            if let count, printed >= count { break }
+        }
+        await subscriber.close()
+    }
+
+    static func matches(_ pattern: String, _ type: String) -> Bool {
+        if pattern == "*" { return true }
+        if pattern.hasSuffix("*") { return type.hasPrefix(String(pattern.dropLast())) }
+        return pattern == type
+    }
+}
+
+struct Trace: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print one message's whole history from the event log, oldest first, as JSON lines.")
+
+    @OptionGroup var connection: Connection
+
+    @Argument(help: "The message id (from the 250 reply, a log line or an event).")
+    var id: String
+
+    func validate() throws {
+        if MessageID(id) == nil { throw ValidationError("<id>: \"\(id)\" is not a message id (ULID)") }
+    }
+
+    func run() async throws {
+        let (redis, keys, _) = try connection.open()
+        let store = MessageStore(redis: redis, keys: keys)
+        let events = try await store.events(of: MessageID(id)!)
+        guard !events.isEmpty else {
+            FileHandle.standardError.write(Data("smgctl: no events for message \(id) (unknown, or expired)\n".utf8))
+            throw ExitCode(1)
+        }
+        for event in events { print(event.jsonString()) }
+    }
+}
+
+struct Queue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show how many messages wait in each stage (pending sets).")
+
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let (redis, keys, _) = try connection.open()
+        let store = MessageStore(redis: redis, keys: keys)
+        for topic in Topic.all {
+            let count = try await store.pendingCount(topic)
+            print("\(topic.padding(toLength: 22, withPad: " ", startingAt: 0)) \(count)")
+        }
+    }
+}

@@ -1,0 +1,93 @@
+public import Foundation
+
+/// Where a message was submitted and how: the facts ingress knew when it accepted it.
+public struct SubmissionFacts: Sendable, Codable, Hashable {
+    public var clientAddress: String      // IP of the customer's server (never shown to recipients)
+    public var heloName: String?
+    public var tls: Bool
+    public var tlsVersion: String?
+    public var cipher: String?
+    public var authenticatedAs: String?   // login name, nil when unauthenticated
+    public var site: String
+    public var ingress: String            // process that accepted it
+    public var receivedAt: Date
+    public var size: Int                  // bytes as received
+
+    public init(clientAddress: String, heloName: String?, tls: Bool, tlsVersion: String? = nil, cipher: String? = nil,
+                authenticatedAs: String?, site: String, ingress: String, receivedAt: Date, size: Int) {
+        self.clientAddress = clientAddress
+        self.heloName = heloName
+        self.tls = tls
+        self.tlsVersion = tlsVersion
+        self.cipher = cipher
+        self.authenticatedAs = authenticatedAs
+        self.site = site
+        self.ingress = ingress
+        self.receivedAt = receivedAt
+        self.size = size
+    }
+}
+
+/// The state of one recipient. Every recipient ends as `delivered` or `bounced`;
+/// while retrying it is `deferred` with the time of its next attempt.
+public enum RecipientState: String, Sendable, Codable, Hashable {
+    case pending, delivered, deferred, bounced
+
+    public var isFinal: Bool { self == .delivered || self == .bounced }
+}
+
+public struct Recipient: Sendable, Codable, Hashable {
+    public var address: String
+    public var state: RecipientState
+    public var attempts: Int
+    public var lastReply: String?
+    public var nextAttempt: Date?
+
+    public init(address: String, state: RecipientState = .pending, attempts: Int = 0, lastReply: String? = nil,
+                nextAttempt: Date? = nil) {
+        self.address = address
+        self.state = state
+        self.attempts = attempts
+        self.lastReply = lastReply
+        self.nextAttempt = nextAttempt
+    }
+
+    /// The domain part, lower-cased (`""` when there is none).
+    public var domain: String { Address.domain(of: address) }
+}
+
+/// The envelope: who sent, to whom, for which customer, and how it came in.
+public struct Envelope: Sendable, Codable, Hashable {
+    public var customer: String?
+    public var sender: String             // reverse path, "" for the null sender <>
+    public var recipients: [Recipient]
+    public var submission: SubmissionFacts
+
+    public init(customer: String?, sender: String, recipients: [Recipient], submission: SubmissionFacts) {
+        self.customer = customer
+        self.sender = sender
+        self.recipients = recipients
+        self.submission = submission
+    }
+
+    public func jsonBytes() -> [UInt8] { Array((try? Event.encoder.encode(self)) ?? Data()) }
+
+    public static func decode<Bytes: Collection>(_ bytes: Bytes) throws -> Envelope where Bytes.Element == UInt8 {
+        try Event.decoder.decode(Envelope.self, from: Data(bytes))
+    }
+}
+
+public enum Address {
+    /// The domain of an address `local@domain`, lower-cased; `""` if there is no `@`.
+    public static func domain(of address: String) -> String {
+        guard let at = address.lastIndex(of: "@") else { return "" }
+        return String(address[address.index(after: at)...]).lowercased()
+    }
+}
+
+/// Which egress a message leaves through (R11: spam only through the bad gateway).
+public enum Lane: String, Sendable, Codable, Hashable, CaseIterable {
+    case good, bad
+
+    public var topic: String { self == .good ? Topic.outboundGood : Topic.outboundBad }
+}

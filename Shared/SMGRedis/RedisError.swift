@@ -1,0 +1,43 @@
+/// An error from the Redis layer. Extensible struct with a code (not a frozen enum).
+public struct RedisError: Error, CustomStringConvertible, Sendable, Hashable {
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        private let raw: String
+        private init(_ raw: String) { self.raw = raw }
+        /// Could not connect, or the connection broke (refused, reset, EOF, DNS failure).
+        public static let connection = Code("connection")
+        /// Connect or a command did not complete within the configured timeout.
+        public static let timeout = Code("timeout")
+        /// The server answered with an error reply (`-ERR`, `-NOSCRIPT`, `-WRONGTYPE`, ...).
+        public static let server = Code("server")
+        /// The reply could not be parsed, or was not what the protocol allows.
+        public static let `protocol` = Code("protocol")
+        /// The connection or client was closed (by `close()` or after an earlier fatal error).
+        public static let closed = Code("closed")
+        /// The endpoint URL or an argument was invalid.
+        public static let invalidArgument = Code("invalidArgument")
+        /// Too many commands are queued on the client (see `RedisClient.maxWaitingPerSlot`).
+        public static let overloaded = Code("overloaded")
+        public var description: String { raw }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "RedisError(\(code)): \(message)" }
+
+    /// For `.server` errors: the first word of the error reply (`ERR`, `NOSCRIPT`, `WRONGPASS`...).
+    public var serverErrorPrefix: Substring? {
+        guard code == .server else { return nil }
+        return message.split(separator: " ", maxSplits: 1).first
+    }
+
+    /// True if the connection that produced this error is unusable (it has been freed).
+    public var isConnectionFatal: Bool {
+        code == .connection || code == .timeout || code == .protocol || code == .closed
+    }
+}

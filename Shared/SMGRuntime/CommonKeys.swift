@@ -1,0 +1,76 @@
+/// Configuration keys every process has. Service-specific keys live beside each service.
+public enum CommonKeys {
+    public static let site = ConfigKey<String>.string(
+        "site", default: "eu-de-01", help: "Site this process runs on (eu-de-01, eu-de-02, eu-de-03, …); in every event.",
+        validate: { $0.isEmpty || $0.contains(" ") ? "must be a non-empty word" : nil })
+    public static let instance = ConfigKey<String>.string(
+        "instance", default: "",
+        help: "Name of this instance in events and logs; empty = <program>@<hostname>:<pid>.")
+    public static let redisURL = ConfigKey<String>.string(
+        "redis.url", default: "redis://127.0.0.1:6379/0",
+        help: "Redis, the system of record: redis://[:password@]host:port/db or unix:///path?db=N.")
+    public static let redisPool = ConfigKey<Int>.int(
+        "redis.pool", default: 4, range: 1...64, help: "Connections to Redis (each served by its own thread).")
+    public static let redisTimeout = ConfigKey.duration(
+        "redis.timeout", default: "2s", min: .milliseconds(50), max: .seconds(60),
+        help: "Connect and per-command timeout for Redis; past it the operation fails (SMTP gets a 4xx).")
+    public static let keyPrefix = ConfigKey<String>.string(
+        "redis.key_prefix", default: "smg:", help: "Prefix of every Redis key (lets several gateways share a Redis).")
+    public static let busBind = ConfigKey<String>.string(
+        "bus.bind", default: "tcp://127.0.0.1:*",
+        help: "Where this process binds its ZeroMQ producer sockets (`*` = any free port; it is registered in Redis).")
+    public static let busAdvertise = ConfigKey<String>.string(
+        "bus.advertise_host", default: "",
+        help: "Host other processes use to reach this one's sockets; empty = the bound address.")
+    public static let busHighWaterMark = ConfigKey<Int>.int(
+        "bus.high_water_mark", default: 1000, range: 1...1_000_000,
+        help: "ZeroMQ queue bound per peer (messages); past it, producers slow down (backpressure).")
+    public static let eventsBind = ConfigKey<String>.string(
+        "events.bind", default: "tcp://127.0.0.1:*", help: "Where this process binds its event tap (ZeroMQ PUB).")
+    public static let httpListen = ConfigKey<String>.string(
+        "http.listen", default: "127.0.0.1:0",
+        help: "host:port of /healthz and /metrics (port 0 = any free port, registered in Redis); empty = off.")
+    public static let logLevel = ConfigKey<String>.string(
+        "log.level", default: "info", help: "trace, debug, info, notice, warning, error or critical.",
+        validate: { ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains($0) ? nil : "unknown level" })
+    public static let retention = ConfigKey.duration(
+        "store.retention", default: "7d", min: .seconds(60), max: .seconds(400 * 86400),
+        help: "How long the record and event log of a finished message are kept (for smgctl trace).")
+    public static let bodyRetention = ConfigKey.duration(
+        "store.body_retention", default: "1h", min: .seconds(1), max: .seconds(400 * 86400),
+        help: "How long the body of a finished message is kept.")
+    public static let eventsMax = ConfigKey<Int>.int(
+        "store.events_max", default: 1_000_000, range: 1000...1_000_000_000,
+        help: "Approximate length cap of the global event stream smg:events.")
+    public static let drainTimeout = ConfigKey.duration(
+        "shutdown.drain_timeout", default: "15s", min: .zero, max: .seconds(600),
+        help: "On SIGTERM: how long work in flight may take to finish before its leases are handed back.")
+
+    public static let all: [AnyConfigKey] = [
+        site.erased, instance.erased, redisURL.erased, redisPool.erased, redisTimeout.erased, keyPrefix.erased,
+        busBind.erased, busAdvertise.erased, busHighWaterMark.erased, eventsBind.erased, httpListen.erased,
+        logLevel.erased, retention.erased, bodyRetention.erased, eventsMax.erased, drainTimeout.erased,
+    ]
+}
+
+/// Keys of a pipeline stage (scanner, classifier, signer, egress).
+public enum StageKeys {
+    public static let concurrency = ConfigKey<Int>.int(
+        "stage.concurrency", default: 8, range: 1...1024, help: "Messages this process works on at once.")
+    public static let lease = ConfigKey.duration(
+        "stage.lease", default: "60s", min: .seconds(1), max: .seconds(86400),
+        help: "How long a message is owned by the process working on it; a killed process's messages are redriven after it.")
+    public static let redriveAfter = ConfigKey.duration(
+        "stage.redrive_after", default: "30s", min: .milliseconds(100), max: .seconds(86400),
+        help: "A message handed on but not taken up by the next stage within this time is redriven (ZeroMQ may drop frames).")
+    public static let redriveInterval = ConfigKey.duration(
+        "stage.redrive_interval", default: "1s", min: .milliseconds(50), max: .seconds(3600),
+        help: "How often this process looks for overdue messages of its stage.")
+    public static let retryDelay = ConfigKey.duration(
+        "stage.retry_delay", default: "10s", min: .milliseconds(10), max: .seconds(86400),
+        help: "After a failure of this stage (engine down, Redis error), wait this long before trying the message again.")
+
+    public static let all: [AnyConfigKey] = [
+        concurrency.erased, lease.erased, redriveAfter.erased, redriveInterval.erased, retryDelay.erased,
+    ]
+}

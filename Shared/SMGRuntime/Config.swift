@@ -1,0 +1,316 @@
+public import Foundation
+import Yams
+
+/// A configuration error, always naming the key (and where its value came from).
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public var key: String
+    public var source: String
+    public var problem: String
+    public var description: String { "config error: \(key) (\(source)): \(problem)" }
+
+    public init(key: String, source: String, problem: String) {
+        self.key = key
+        self.source = source
+        self.problem = problem
+    }
+}
+
+/// Why a configuration value was refused (becomes the `problem` of a `ConfigError`).
+public struct ConfigProblem: Error, Sendable, ExpressibleByStringInterpolation, CustomStringConvertible {
+    public var description: String
+    public init(stringLiteral value: String) { description = value }
+    public init(_ text: String) { description = text }
+}
+
+/// One documented configuration key: name, default, bounds and meaning, in one place
+/// (printable with `--print-config`, like `postconf -d`).
+public struct ConfigKey<Value: Sendable>: Sendable {
+    public let name: String
+    public let defaultText: String
+    public let help: String
+    public let kind: String
+    let parse: @Sendable (String) -> Result<Value, ConfigProblem>
+
+    public init(_ name: String, default defaultText: String, kind: String, help: String,
+                parse: @escaping @Sendable (String) -> Result<Value, ConfigProblem>) {
+        self.name = name
+        self.defaultText = defaultText
+        self.kind = kind
+        self.help = help
+        self.parse = parse
+    }
+
+    public var environmentName: String { Config.environmentName(of: name) }
+    public var erased: AnyConfigKey {
+        AnyConfigKey(name: name, defaultText: defaultText, kind: kind, help: help, isMap: false,
+                     validate: { text in
+                         if case .failure(let problem) = self.parse(text) { return problem.description }
+                         return nil
+                     })
+    }
+}
+
+/// A key without its value type, for validation and printing.
+public struct AnyConfigKey: Sendable {
+    public let name: String
+    public let defaultText: String
+    public let kind: String
+    public let help: String
+    public let isMap: Bool
+    let validate: @Sendable (String) -> String?
+}
+
+/// A key whose value is a mapping (e.g. the route table `domain → host:port`).
+public struct ConfigMapKey: Sendable {
+    public let name: String
+    public let help: String
+    public init(_ name: String, help: String) {
+        self.name = name
+        self.help = help
+    }
+    public var erased: AnyConfigKey {
+        AnyConfigKey(name: name, defaultText: "{}", kind: "map", help: help, isMap: true, validate: { _ in nil })
+    }
+}
+
+/// The configuration of one process: one YAML file plus environment overrides.
+///
+/// - Nested YAML mappings are flattened with dots: `redis: {url: …}` is the key `redis.url`.
+/// - Every key can be overridden by `SMG_` + the key upper-cased with `.` → `_`
+///   (`SMG_REDIS_URL`). A map key is overridden as `k1=v1;k2=v2`.
+/// - Unknown keys in the file are errors (a typo must not silently fall back to a default).
+public struct Config: Sendable {
+    public let keys: [AnyConfigKey]
+    var values: [String: (text: String, source: String)] = [:]
+    var maps: [String: (map: [String: String], source: String)] = [:]
+
+    public static func environmentName(of key: String) -> String {
+        "SMG_" + key.uppercased().replacingOccurrences(of: ".", with: "_").replacingOccurrences(of: "-", with: "_")
+    }
+
+    /// Loads and validates: every known key's value must parse, every key in the file must be known.
+    public init(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
+                keys: [AnyConfigKey]) throws {
+        self.keys = keys
+        let known = Dictionary(keys.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        if let file {
+            let text: String
+            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
+                throw ConfigError(key: "--config", source: file, problem: "cannot read file: \(error.localizedDescription)")
+            }
+            let node: Node?
+            do { node = try Yams.compose(yaml: text) } catch {
+                throw ConfigError(key: "--config", source: file, problem: "not valid YAML: \(error)")
+            }
+            if let node {
+                guard case .mapping(let mapping) = node else {
+                    throw ConfigError(key: "--config", source: file, problem: "top level must be a mapping")
+                }
+                try flatten(mapping, prefix: "", known: known, file: file)
+            }
+        }
+        for key in keys {
+            let env = Config.environmentName(of: key.name)
+            guard let value = environment[env] else { continue }
+            if key.isMap {
+                var map: [String: String] = [:]
+                for entry in value.split(separator: ";") where !entry.trimmingCharacters(in: .whitespaces).isEmpty {
+                    let parts = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                    guard parts.count == 2, !parts[0].isEmpty else {
+                        throw ConfigError(key: key.name, source: "environment \(env)",
+                                          problem: "expected k1=v1;k2=v2, got \"\(entry)\"")
+                    }
+                    map[parts[0]] = parts[1]
+                }
+                maps[key.name] = (map, "environment \(env)")
+            } else {
+                values[key.name] = (value, "environment \(env)")
+            }
+        }
+        for key in keys where !key.isMap {
+            let (text, source) = values[key.name] ?? (key.defaultText, "default")
+            if let problem = key.validate(text) {
+                throw ConfigError(key: key.name, source: source, problem: problem)
+            }
+        }
+    }
+
+    private mutating func flatten(_ mapping: Node.Mapping, prefix: String, known: [String: AnyConfigKey],
+                                  file: String) throws {
+        for (keyNode, valueNode) in mapping {
+            guard let name = keyNode.string else {
+                throw ConfigError(key: prefix + "?", source: file, problem: "keys must be strings")
+            }
+            let full = prefix + name
+            if let key = known[full], key.isMap {
+                guard case .mapping(let inner) = valueNode else {
+                    throw ConfigError(key: full, source: file, problem: "must be a mapping")
+                }
+                var map: [String: String] = [:]
+                for (k, v) in inner {
+                    guard let ks = k.string, let vs = v.string else {
+                        throw ConfigError(key: full, source: file, problem: "entries must be plain strings")
+                    }
+                    map[ks] = vs
+                }
+                maps[full] = (map, file)
+                continue
+            }
+            switch valueNode {
+            case .mapping(let inner):
+                try flatten(inner, prefix: full + ".", known: known, file: file)
+            case .scalar(let scalar):
+                guard known[full] != nil else {
+                    throw ConfigError(key: full, source: file, problem: "unknown key (see --print-config)")
+                }
+                values[full] = (scalar.string, file)
+            case .sequence(let seq):
+                guard known[full] != nil else {
+                    throw ConfigError(key: full, source: file, problem: "unknown key (see --print-config)")
+                }
+                values[full] = (seq.compactMap(\.string).joined(separator: ","), file)
+            default:
+                throw ConfigError(key: full, source: file, problem: "unsupported value")
+            }
+        }
+    }
+
+    /// The value of `key` (already validated at load time, so this only fails for keys that
+    /// were not passed to `init`).
+    public func get<V>(_ key: ConfigKey<V>) throws -> V {
+        let (text, source) = values[key.name] ?? (key.defaultText, "default")
+        switch key.parse(text) {
+        case .success(let v): return v
+        case .failure(let problem): throw ConfigError(key: key.name, source: source, problem: problem.description)
+        }
+    }
+
+    public func get(_ key: ConfigMapKey) -> [String: String] { maps[key.name]?.map ?? [:] }
+
+    /// `postconf -d`: every key with its default, kind, environment name and meaning.
+    public static func describe(_ keys: [AnyConfigKey]) -> String {
+        keys.map { key in
+            "# \(key.help)\n# kind: \(key.kind); environment: \(environmentName(of: key.name))\n\(key.name) = \(key.defaultText)"
+        }.joined(separator: "\n\n") + "\n"
+    }
+
+    /// The effective values (`postconf -n` style), for logs at start-up.
+    public func effective() -> [String: String] {
+        var out: [String: String] = [:]
+        for key in keys {
+            if key.isMap {
+                out[key.name] = (maps[key.name]?.map ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+                    .joined(separator: ";")
+            } else {
+                out[key.name] = values[key.name]?.text ?? key.defaultText
+            }
+        }
+        return out
+    }
+}
+
+// MARK: - Key constructors with bounds
+
+extension ConfigKey where Value == String {
+    public static func string(_ name: String, default d: String, help: String,
+                              validate: (@Sendable (String) -> String?)? = nil) -> ConfigKey<String> {
+        ConfigKey(name, default: d, kind: "string", help: help) { text in
+            if let problem = validate?(text) { return .failure(ConfigProblem(problem)) }
+            return .success(text)
+        }
+    }
+}
+
+extension ConfigKey where Value == Int {
+    public static func int(_ name: String, default d: Int, range: ClosedRange<Int>, help: String) -> ConfigKey<Int> {
+        ConfigKey(name, default: String(d), kind: "integer \(range.lowerBound)...\(range.upperBound)", help: help) {
+            text in
+            guard let v = Int(text.trimmingCharacters(in: .whitespaces)) else {
+                return .failure("\"\(text)\" is not an integer")
+            }
+            guard range.contains(v) else {
+                return .failure("\(v) is out of range \(range.lowerBound)...\(range.upperBound)")
+            }
+            return .success(v)
+        }
+    }
+
+    /// A size with an optional unit: `52428800`, `50M`, `512k`, `1G`.
+    public static func size(_ name: String, default d: String, range: ClosedRange<Int>, help: String) -> ConfigKey<Int> {
+        ConfigKey(name, default: d, kind: "size (bytes, or with k/M/G) \(range.lowerBound)...\(range.upperBound)",
+                  help: help) { text in
+            let t = text.trimmingCharacters(in: .whitespaces)
+            var multiplier = 1
+            var digits = Substring(t)
+            switch t.last?.lowercased() {
+            case "k": multiplier = 1024; digits = t.dropLast()
+            case "m": multiplier = 1024 * 1024; digits = t.dropLast()
+            case "g": multiplier = 1024 * 1024 * 1024; digits = t.dropLast()
+            default: break
+            }
+            guard let v = Int(digits) else { return .failure("\"\(text)\" is not a size") }
+            let bytes = v.multipliedReportingOverflow(by: multiplier)
+            guard !bytes.overflow, range.contains(bytes.partialValue) else {
+                return .failure("\(text) is out of range \(range.lowerBound)...\(range.upperBound) bytes")
+            }
+            return .success(bytes.partialValue)
+        }
+    }
+}
+
+extension ConfigKey where Value == Bool {
+    public static func bool(_ name: String, default d: Bool, help: String) -> ConfigKey<Bool> {
+        ConfigKey(name, default: d ? "true" : "false", kind: "boolean", help: help) { text in
+            switch text.lowercased() {
+            case "true", "yes", "on", "1": return .success(true)
+            case "false", "no", "off", "0": return .success(false)
+            default: return .failure("\"\(text)\" is not a boolean (true/false)")
+            }
+        }
+    }
+}
+
+extension ConfigKey where Value == Duration {
+    /// A duration: `250ms`, `30s`, `5m`, `2h`, `7d`, or plain seconds.
+    public static func duration(_ name: String, default d: String, min: Duration, max: Duration,
+                                help: String) -> ConfigKey<Duration> {
+        ConfigKey(name, default: d, kind: "duration (ms/s/m/h/d)", help: help) { text in
+            guard let v = parseDuration(text) else { return .failure("\"\(text)\" is not a duration (e.g. 30s, 5m)") }
+            guard v >= min, v <= max else { return .failure("\(text) is out of range \(min)...\(max)") }
+            return .success(v)
+        }
+    }
+}
+
+extension ConfigKey where Value == [Duration] {
+    public static func durations(_ name: String, default d: String, help: String) -> ConfigKey<[Duration]> {
+        ConfigKey(name, default: d, kind: "list of durations", help: help) { text in
+            var out: [Duration] = []
+            for part in text.split(separator: ",") {
+                guard let v = parseDuration(String(part)), v > .zero else {
+                    return .failure("\"\(part)\" is not a positive duration")
+                }
+                out.append(v)
+            }
+            return out.isEmpty ? .failure("needs at least one duration") : .success(out)
+        }
+    }
+}
+
+public func parseDuration(_ text: String) -> Duration? {
+    let t = text.trimmingCharacters(in: .whitespaces).lowercased()
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+    for (suffix, factor) in units where t.hasSuffix(suffix) {
+        guard let v = Double(t.dropLast(suffix.count)), v >= 0, v.isFinite else { return nil }
+        return .milliseconds(Int64((v * factor * 1000).rounded()))
+    }
+    guard let v = Double(t), v >= 0, v.isFinite else { return nil }
+    return .milliseconds(Int64((v * 1000).rounded()))
+}
+
+extension Duration {
+    public var milliseconds: Int {
+        let (s, atto) = components
+        return Int(s) * 1000 + Int(atto / 1_000_000_000_000_000)
+    }
+}

@@ -1,0 +1,215 @@
+public import SMGCore
+public import SMGRedis
+public import Logging
+import Foundation
+
+/// A message as a stage sees it: its record and body, read in one round trip.
+public struct StoredMessage: Sendable {
+    public var id: MessageID
+    public var envelope: Envelope
+    public var body: [UInt8]
+    /// Every field of the message hash (`lane`, `rcpt:<address>`, stage facts, …).
+    public var fields: [String: String]
+
+    /// Recipients with the state egress recorded for them (`rcpt:<address>`), else as accepted.
+    public var recipients: [Recipient] {
+        envelope.recipients.map { r in
+            if let json = fields["rcpt:\(r.address)"],
+               let stored = try? JSONDecoder().decode(Recipient.self, from: Data(json.utf8)) {
+                return stored
+            }
+            return r
+        }
+    }
+}
+
+/// How a stage leaves a message after processing it.
+public enum Transition: Sendable, Hashable {
+    /// Hand it on: it enters `topic`'s pending set, redriven if nobody records a result within
+    /// the given time.
+    case forward(topic: String, redriveAfterMilliseconds: Int)
+    /// Nothing more to do with it (delivered, bounced, rejected): records expire after retention.
+    case done
+    /// Keep it in this stage and try again after the delay (a deferred delivery, a failed scan).
+    case retry(afterMilliseconds: Int)
+}
+
+/// Errors of the store, with a code callers can switch on.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        let name: String
+        public static let corruptRecord = Code(name: "corrupt record")
+        public static let unexpectedReply = Code(name: "unexpected reply")
+        public var description: String { name }
+    }
+    public var code: Code
+    public var message: String
+    public var description: String { "\(code): \(message)" }
+}
+
+/// The system of record: message records, bodies, event logs and per-stage pending sets in Redis.
+///
+/// Every state change is one Lua script (one round trip, atomic), and each stage change writes
+/// its events in the same script, so what the log says happened is exactly what happened.
+/// Thread rules: `Sendable`; all calls go through the `RedisClient` pool.
+public final class MessageStore: Sendable {
+    public let redis: RedisClient
+    public let keys: Keyspace
+    /// Upper bound of the global event stream (`XADD MAXLEN ~`).
+    public let globalEventsMaxLength: Int
+    /// How long records of finished messages are kept (seconds) for `smgctl trace`.
+    public let retentionSeconds: Int
+    /// How long the body of a finished message is kept (seconds); bodies are the bulk of memory.
+    public let bodyRetentionSeconds: Int
+
+    public init(redis: RedisClient, keys: Keyspace = Keyspace(), globalEventsMaxLength: Int = 1_000_000,
+                retentionSeconds: Int = 7 * 24 * 3600, bodyRetentionSeconds: Int = 3600) {
+        self.bodyRetentionSeconds = max(1, bodyRetentionSeconds)
+        self.redis = redis
+        self.keys = keys
+        self.globalEventsMaxLength = globalEventsMaxLength
+        self.retentionSeconds = retentionSeconds
+    }
+
+    /// Stores a newly accepted message, its `accepted` event and its entry in the first
+    /// stage's pending set, atomically. Only after this returns may ingress answer 250.
+    /// Returns false if the id was already stored.
+    @discardableResult
+    public func accept(id: MessageID, envelope: Envelope, body: [UInt8], event: Event, topic: String,
+                       redriveAfterMilliseconds: Int) async throws -> Bool {
+        let reply = try await redis.eval(
+            Scripts.accept,
+            keys: [.init(keys.message(id)), .init(keys.body(id)), .init(keys.events(id)),
+                   .init(keys.globalEvents), .init(keys.pending(topic))],
+            args: [.init(id.rawValue), .init(envelope.jsonBytes()), .init(body), .init(event.jsonBytes()),
+                   .init(redriveAfterMilliseconds), .init(globalEventsMaxLength)])
+        return try Self.flag(reply)
+    }
+
+    /// Takes the lease on a message received from `topic`. False: done already, or another
+    /// process holds a live lease (a message seen twice is processed once).
+    public func claim(_ id: MessageID, topic: String, owner: String, leaseMilliseconds: Int) async throws -> Bool {
+        let reply = try await redis.eval(
+            Scripts.claim, keys: [.init(keys.pending(topic)), .init(keys.owners(topic))],
+            args: [.init(id.rawValue), .init(owner), .init(leaseMilliseconds)])
+        return try Self.flag(reply)
+    }
+
+    /// Takes the leases of up to `limit` messages of `topic` whose deadline has passed
+    /// (their stage died, their frame was lost, or their retry time has come).
+    public func claimExpired(topic: String, owner: String, leaseMilliseconds: Int, limit: Int) async throws
+        -> [MessageID]
+    {
+        let reply = try await redis.eval(
+            Scripts.claimExpired, keys: [.init(keys.pending(topic)), .init(keys.owners(topic))],
+            args: [.init(owner), .init(leaseMilliseconds), .init(limit)])
+        guard let items = reply.array else {
+            throw StoreError(code: .unexpectedReply, message: "claimExpired: \(reply)")
+        }
+        return items.compactMap { $0.string.flatMap(MessageID.init) }
+    }
+
+    /// Records a stage's result: its events, fields on the message record, and where the
+    /// message goes next, atomically. False when the caller no longer holds the lease; then
+    /// nothing was written and the caller must not hand the message on.
+    public func commit(_ id: MessageID, topic: String, owner: String, events: [Event],
+                       fields: [String: String] = [:], transition: Transition) async throws -> Bool {
+        let mode: String, delay: Int, next: String
+        switch transition {
+        case .forward(let topic, let after): (mode, delay, next) = ("forward", after, keys.pending(topic))
+        case .done: (mode, delay, next) = ("done", 0, keys.pending(topic))
+        case .retry(let after): (mode, delay, next) = ("wait", after, keys.pending(topic))
+        }
+        var args: [RedisArg] = [.init(id.rawValue), .init(owner), .init(mode), .init(delay),
+                                .init(globalEventsMaxLength), .init(retentionSeconds), .init(bodyRetentionSeconds),
+                                .init(events.count)]
+        args += events.map { .init($0.jsonBytes()) }
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) { args += [.init(key), .init(value)] }
+        let reply = try await redis.eval(
+            Scripts.commit,
+            keys: [.init(keys.pending(topic)), .init(keys.owners(topic)), .init(keys.message(id)),
+                   .init(keys.events(id)), .init(keys.globalEvents), .init(next), .init(keys.body(id))],
+            args: args)
+        return try Self.flag(reply)
+    }
+
+    /// Gives a lease back; the message is tried again after `retryAfterMilliseconds` by whichever
+    /// process redrives it first. Used when a stage fails (fail closed) or drains on SIGTERM.
+    @discardableResult
+    public func release(_ id: MessageID, topic: String, owner: String, retryAfterMilliseconds: Int) async throws
+        -> Bool
+    {
+        let reply = try await redis.eval(
+            Scripts.release, keys: [.init(keys.pending(topic)), .init(keys.owners(topic))],
+            args: [.init(id.rawValue), .init(owner), .init(retryAfterMilliseconds)])
+        return try Self.flag(reply)
+    }
+
+    /// Reads a message's record and body in one round trip; nil if it does not exist (expired).
+    public func load(_ id: MessageID) async throws -> StoredMessage? {
+        let replies = try await redis.pipeline([["HGETALL", .init(keys.message(id))], ["GET", .init(keys.body(id))]])
+        guard replies.count == 2, let pairs = replies[0].array else {
+            throw StoreError(code: .unexpectedReply, message: "load \(id): \(replies)")
+        }
+        if pairs.isEmpty { return nil }
+        var fields: [String: String] = [:]
+        var index = 0
+        while index + 1 < pairs.count {
+            if let k = pairs[index].string, let v = pairs[index + 1].string { fields[k] = v }
+            index += 2
+        }
+        guard let envelopeJSON = fields["envelope"],
+              let envelope = try? Envelope.decode(Array(envelopeJSON.utf8))
+        else { throw StoreError(code: .corruptRecord, message: "message \(id) has no readable envelope") }
+        guard let body = replies[1].bytes else {
+            throw StoreError(code: .corruptRecord, message: "message \(id) has no body")
+        }
+        return StoredMessage(id: id, envelope: envelope, body: body, fields: fields)
+    }
+
+    /// Appends events that are not part of a stage transition (e.g. `stage.error`, `rejected.policy`).
+    public func append(_ events: [Event]) async throws {
+        var commands: [[RedisArg]] = []
+        for event in events {
+            let json = RedisArg(event.jsonBytes())
+            if let id = event.id { commands.append(["XADD", .init(keys.events(id)), "*", "e", json]) }
+            commands.append(["XADD", .init(keys.globalEvents), "MAXLEN", "~", .init(globalEventsMaxLength), "*", "e", json])
+        }
+        guard !commands.isEmpty else { return }
+        let replies = try await redis.pipeline(commands)
+        if let failure = replies.first(where: { if case .error = $0 { true } else { false } }) {
+            throw StoreError(code: .unexpectedReply, message: "append events: \(failure)")
+        }
+    }
+
+    /// One message's history, oldest first (`smgctl trace`).
+    public func events(of id: MessageID) async throws -> [Event] {
+        try Self.decodeStream(try await redis.command("XRANGE", .init(keys.events(id)), "-", "+"))
+    }
+
+    /// The newest `count` events of the whole gateway, oldest first.
+    public func recentEvents(count: Int) async throws -> [Event] {
+        let reply = try await redis.command("XREVRANGE", .init(keys.globalEvents), "+", "-", "COUNT", .init(count))
+        return try Self.decodeStream(reply).reversed()
+    }
+
+    /// How many messages wait in (or are being processed by) the stage that consumes `topic`.
+    public func pendingCount(_ topic: String) async throws -> Int {
+        Int(try await redis.command("ZCARD", .init(keys.pending(topic))).int ?? 0)
+    }
+
+    static func decodeStream(_ reply: RedisValue) throws -> [Event] {
+        guard let entries = reply.array else { throw StoreError(code: .unexpectedReply, message: "\(reply)") }
+        return entries.compactMap { entry in
+            guard let parts = entry.array, parts.count == 2, let kv = parts[1].array, kv.count >= 2,
+                  let json = kv[1].bytes
+            else { return nil }
+            return try? Event.decode(json)
+        }
+    }
+
+    static func flag(_ reply: RedisValue) throws -> Bool {
+        guard let value = reply.int else { throw StoreError(code: .unexpectedReply, message: "\(reply)") }
+        return value == 1
+    }
+}

@@ -1,0 +1,164 @@
+import NIOCore
+import NIOPosix
+import SMTPProtocol
+
+/// One client connection: writes commands and reads replies, each bounded by a timeout.
+///
+/// Owns the channel. `Sendable`; all handler state lives on the channel's event loop
+/// (`NIOLoopBound`). Calls must not overlap (one outstanding command at a time).
+struct SMTPClientConnection: Sendable {
+    let channel: any Channel
+    let handler: NIOLoopBound<SMTPClientHandler>
+
+    static func connect(host: String, port: Int, configuration: SMTPClientConfiguration,
+                        group: any EventLoopGroup) async throws -> SMTPClientConnection {
+        let maxLine = configuration.maxReplyLineLength
+        var bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(SMTPClientHandler(maximumLineLength: maxLine, eventLoop: channel.eventLoop))
+                }
+            }
+        if let source = configuration.sourceAddress {
+            bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0))
+        }
+        let channel = try await bootstrap.connect(host: host, port: port).get()
+        let handler = try await channel.eventLoop.submit {
+            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: SMTPClientHandler.self), eventLoop: channel.eventLoop)
+        }.get()
+        return SMTPClientConnection(channel: channel, handler: handler)
+    }
+
+    func readReply(timeout: TimeAmount) async throws -> SMTPReply {
+        try await send(nil, timeout: timeout)
+    }
+
+    func command(_ line: String, timeout: TimeAmount) async throws -> SMTPReply {
+        var buffer = channel.allocator.buffer(capacity: line.utf8.count + 2)
+        buffer.writeString(line)
+        buffer.writeString("\r\n")
+        return try await send(buffer, timeout: timeout)
+    }
+
+    func send(_ bytes: ByteBuffer?, timeout: TimeAmount) async throws -> SMTPReply {
+        let handler = self.handler
+        return try await channel.eventLoop.flatSubmit {
+            handler.value.exchange(bytes, timeout: timeout)
+        }.get()
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Reads reply lines (each ≤ maximumLineLength) into `SMTPReply`s and hands each to the
+/// waiting exchange. Event-loop bound.
+final class SMTPClientHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let maximumLineLength: Int
+    private var lineBuffer: [UInt8] = []
+    private var parser = SMTPReplyParser()
+    private var replies: [SMTPReply] = []
+    private var waiter: EventLoopPromise<SMTPReply>?
+    private var failure: SMTPClientError?
+    private var context: ChannelHandlerContext?
+    private var timer: Scheduled<Void>?
+
+    private let eventLoop: any EventLoop
+
+    init(maximumLineLength: Int, eventLoop: any EventLoop) {
+        self.maximumLineLength = maximumLineLength
+        self.eventLoop = eventLoop
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Writes `bytes` (if any) and returns the next reply.
+    func exchange(_ bytes: ByteBuffer?, timeout: TimeAmount) -> EventLoopFuture<SMTPReply> {
+        if bytes == nil, !replies.isEmpty {
+            return eventLoop.makeSucceededFuture(replies.removeFirst())
+        }
+        guard let context, failure == nil else {
+            return eventLoop.makeFailedFuture(
+                failure ?? SMTPClientError(code: SMTPClientError.connectionClosed, detail: "handler removed"))
+        }
+        guard waiter == nil else {
+            return eventLoop.makeFailedFuture(SMTPClientError(code: SMTPClientError.protocolViolation, detail: "overlapping exchanges"))
+        }
+        if let bytes { context.writeAndFlush(wrapOutboundOut(bytes), promise: nil) }
+        if !replies.isEmpty {
+            return eventLoop.makeSucceededFuture(replies.removeFirst())
+        }
+        let promise = context.eventLoop.makePromise(of: SMTPReply.self)
+        waiter = promise
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            self.fail(SMTPClientError(code: SMTPClientError.timeout, detail: "no reply within \(timeout)"))
+            context.close(promise: nil)
+        }
+        return promise.futureResult
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        for byte in buffer.readableBytesView {
+            guard failure == nil else { return }
+            if byte == UInt8(ascii: "\n") {
+                if lineBuffer.last == UInt8(ascii: "\r") { lineBuffer.removeLast() }
+                let line = String(decoding: lineBuffer, as: UTF8.self)
+                lineBuffer.removeAll(keepingCapacity: true)
+                do {
+                    if let reply = try parser.feed(line: line) { deliver(reply) }
+                } catch {
+                    fail(SMTPClientError(code: SMTPClientError.protocolViolation, detail: "\(error)"))
+                    context.close(promise: nil)
+                }
+            } else {
+                lineBuffer.append(byte)
+                if lineBuffer.count > maximumLineLength {
+                    fail(SMTPClientError(code: SMTPClientError.protocolViolation, detail: "reply line too long"))
+                    context.close(promise: nil)
+                }
+            }
+        }
+    }
+
+    private func deliver(_ reply: SMTPReply) {
+        if let waiter {
+            self.waiter = nil
+            timer?.cancel()
+            timer = nil
+            waiter.succeed(reply)
+        } else if replies.count < 16 {
+            replies.append(reply)
+        } else {
+            fail(SMTPClientError(code: SMTPClientError.protocolViolation, detail: "unsolicited replies"))
+            context?.close(promise: nil)
+        }
+    }
+
+    private func fail(_ error: SMTPClientError) {
+        if failure == nil { failure = error }
+        timer?.cancel()
+        timer = nil
+        if let waiter {
+            self.waiter = nil
+            waiter.fail(error)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(SMTPClientError(code: SMTPClientError.connectionClosed, detail: "connection closed by peer"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(SMTPClientError(code: SMTPClientError.connectionClosed, detail: "\(error)"))
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,307 @@
+public import NIOCore
+
+/// The envelope of one mail transaction.
+public struct SMTPEnvelope: Sendable, Hashable {
+    /// The reverse path without brackets; `""` for the null path `<>`.
+    public var reversePath: String
+    /// MAIL FROM parameters, keywords upper-cased (`SIZE`, `BODY`, `SMTPUTF8`).
+    public var mailParameters: [String: String]
+    /// Accepted forward paths, in order.
+    public var recipients: [String]
+
+    public init(reversePath: String, mailParameters: [String: String] = [:], recipients: [String] = []) {
+        self.reversePath = reversePath
+        self.mailParameters = mailParameters
+        self.recipients = recipients
+    }
+}
+
+/// The server side of an SMTP conversation as a pure state machine: feed it `Input`s, carry
+/// out the `Action`s it returns in order. It does no I/O and never waits; decisions that
+/// need policy (MAIL, RCPT, the message itself, the greeting) are returned as `ask…`
+/// actions, and the answer comes back as the matching `…Decision` input. While a decision
+/// is outstanding (`isAwaitingDecision`) the caller must not feed commands or data; it
+/// buffers them and feeds them afterwards, in order (RFC 2920 pipelining).
+///
+/// Owns only the envelope of the current transaction (bounded by `maxRecipients` paths of at
+/// most 256 octets). A value type; not shared between threads.
+///
+/// Error accounting: each reply with a protocol-error status (`SMTPStatus.isProtocolError`)
+/// counts; when the count reaches `maxErrors` the machine also sends 421 4.7.0 and closes.
+/// Policy refusals from the delegate do not count.
+public struct SMTPServerStateMachine: Sendable {
+    public struct Configuration: Sendable, Hashable {
+        public var hostname: String
+        public var greetingText: String
+        public var maxMessageSize: Int
+        public var maxRecipients: Int
+        public var maxErrors: Int
+        /// Advertise and accept SMTPUTF8 (RFC 6531).
+        public var smtpUTF8: Bool
+
+        public init(hostname: String, greetingText: String = "ESMTP", maxMessageSize: Int = 25 * 1024 * 1024,
+                    maxRecipients: Int = 100, maxErrors: Int = 20, smtpUTF8: Bool = true) {
+            self.hostname = hostname
+            self.greetingText = greetingText
+            self.maxMessageSize = maxMessageSize
+            self.maxRecipients = maxRecipients
+            self.maxErrors = maxErrors
+            self.smtpUTF8 = smtpUTF8
+        }
+    }
+
+    public enum State: Sendable, Hashable {
+        /// Greeting sent (or being decided); no HELO/EHLO yet.
+        case greeting
+        case afterHelo
+        case inMail
+        case inRcpt
+        case inData
+        case quit
+    }
+
+    public enum Input: Sendable, Hashable {
+        /// The delegate's answer to `askConnection`: nil = normal greeting.
+        case connectionDecision(SMTPReply?)
+        case line(SMTPLineEvent)
+        case command(SMTPCommand)
+        case invalidCommand(SMTPCommandError)
+        case dataComplete(SMTPDataOutcome)
+        case mailDecision(SMTPReply?)
+        case rcptDecision(SMTPReply?)
+        case dataDecision(SMTPReply)
+        case timeout
+        /// The server is shutting down: close as soon as no transaction is open.
+        case shutdown
+    }
+
+    public enum Action: Sendable, Hashable {
+        case send(SMTPReply)
+        case askMailFrom(reversePath: String, parameters: [String: String])
+        case askRcptTo(envelope: SMTPEnvelope, forwardPath: String, parameters: [String: String])
+        case askData(envelope: SMTPEnvelope, message: ByteBuffer)
+        /// Switch the input to DATA mode (after the 354 was sent).
+        case startData
+        /// Flush what was sent, then close the connection.
+        case close
+    }
+
+    enum Pending: Sendable, Hashable {
+        case connection
+        case mail(String, [String: String])
+        case rcpt(String)
+        case data
+    }
+
+    public let configuration: Configuration
+    public private(set) var state: State = .greeting
+    public private(set) var heloName: String?
+    public private(set) var envelope: SMTPEnvelope?
+    public private(set) var errorCount = 0
+    private var pending: Pending? = .connection
+    private var shutdownRequested = false
+
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    public var isAwaitingDecision: Bool { pending != nil }
+
+    /// True between transactions (no MAIL given, nothing outstanding).
+    public var isIdle: Bool { pending == nil && (state == .greeting || state == .afterHelo) }
+
+    /// The EHLO reply lines after the first (the extensions). Later issues add STARTTLS/AUTH here.
+    public var extensions: [String] {
+        var list = ["PIPELINING", "SIZE \(configuration.maxMessageSize)", "8BITMIME", "ENHANCEDSTATUSCODES"]
+        if configuration.smtpUTF8 { list.append("SMTPUTF8") }
+        return list
+    }
+
+    public mutating func handle(_ input: Input) -> [Action] {
+        var actions = process(input)
+        if shutdownRequested, isIdle, state != .quit {
+            state = .quit
+            actions.append(.send(SMTPReply(.shuttingDown, hostname: configuration.hostname)))
+            actions.append(.close)
+        }
+        return actions
+    }
+
+    private mutating func process(_ input: Input) -> [Action] {
+        if state == .quit { return [] }
+        switch input {
+        case .shutdown:
+            shutdownRequested = true
+            return []
+        case .timeout:
+            state = .quit
+            pending = nil
+            return [.send(SMTPReply(.timeout, hostname: configuration.hostname)), .close]
+        case .connectionDecision(let reply):
+            guard pending == .connection else { return unexpected() }
+            pending = nil
+            guard let reply else {
+                return [.send(SMTPReply(code: 220, "\(configuration.hostname) \(configuration.greetingText)"))]
+            }
+            if reply.isPositiveCompletion { return [.send(reply)] }
+            state = .quit
+            return [.send(reply), .close]
+        case .line(let event):
+            guard pending == nil, state != .inData else { return unexpected() }
+            switch event {
+            case .tooLong: return protocolError(.lineTooLong)
+            case .bareLineFeed: return protocolError(.bareLineFeed)
+            case .line(let bytes):
+                switch SMTPCommandParser.parse(bytes) {
+                case .success(let command): return process(.command(command))
+                case .failure(let error): return process(.invalidCommand(error))
+                }
+            }
+        case .invalidCommand(let error):
+            guard pending == nil, state != .inData else { return unexpected() }
+            return protocolError(error.status)
+        case .command(let command):
+            guard pending == nil, state != .inData else { return unexpected() }
+            return handleCommand(command)
+        case .dataComplete(let outcome):
+            guard pending == nil, state == .inData, let envelope else { return unexpected() }
+            switch outcome {
+            case .message(let message):
+                pending = .data
+                return [.askData(envelope: envelope, message: message)]
+            case .tooBig:
+                resetTransaction()
+                return [.send(SMTPReply(.messageTooBig))]
+            case .bareLineEnding:
+                resetTransaction()
+                return [.send(SMTPReply(.bareLineEndingInData))]
+            }
+        case .mailDecision(let reply):
+            guard case .mail(let path, let parameters) = pending else { return unexpected() }
+            pending = nil
+            if let reply, !reply.isPositiveCompletion { return [.send(reply)] }
+            envelope = SMTPEnvelope(reversePath: path, mailParameters: parameters)
+            state = .inMail
+            return [.send(reply ?? SMTPReply(.mailAccepted))]
+        case .rcptDecision(let reply):
+            guard case .rcpt(let path) = pending else { return unexpected() }
+            pending = nil
+            if let reply, !reply.isPositiveCompletion { return [.send(reply)] }
+            envelope?.recipients.append(path)
+            state = .inRcpt
+            return [.send(reply ?? SMTPReply(.recipientAccepted))]
+        case .dataDecision(let reply):
+            guard pending == .data else { return unexpected() }
+            pending = nil
+            resetTransaction()
+            return [.send(reply)]
+        }
+    }
+
+    private mutating func handleCommand(_ command: SMTPCommand) -> [Action] {
+        switch command {
+        case .ehlo(let name):
+            resetTransaction()
+            heloName = name
+            state = .afterHelo
+            return [.send(SMTPReply(code: 250, lines: [configuration.hostname] + extensions))]
+        case .helo(let name):
+            resetTransaction()
+            heloName = name
+            state = .afterHelo
+            return [.send(SMTPReply(code: 250, configuration.hostname))]
+        case .mail(let path, let parameters):
+            switch state {
+            case .greeting: return protocolError(.needHelo)
+            case .inMail, .inRcpt: return protocolError(.nestedMail)
+            default: break
+            }
+            for (keyword, value) in parameters {
+                switch keyword {
+                case "SIZE":
+                    guard !value.isEmpty, value.utf8.count <= 18, value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                          let size = Int(value)
+                    else { return protocolError(.parameterSyntax) }
+                    if size > configuration.maxMessageSize { return [.send(SMTPReply(.messageTooBig))] }
+                case "BODY":
+                    guard ["7BIT", "8BITMIME"].contains(value.uppercased()) else {
+                        return protocolError(.parameterSyntax)
+                    }
+                case "SMTPUTF8":
+                    guard configuration.smtpUTF8 else { return protocolError(.parameterNotImplemented) }
+                    guard value.isEmpty else { return protocolError(.parameterSyntax) }
+                default:
+                    return protocolError(.parameterNotImplemented)
+                }
+            }
+            if !SMTPPath.isASCII(path), parameters["SMTPUTF8"] == nil {
+                return protocolError(.utf8NotDeclared)
+            }
+            pending = .mail(path, parameters)
+            return [.askMailFrom(reversePath: path, parameters: parameters)]
+        case .rcpt(let path, let parameters):
+            switch state {
+            case .greeting: return protocolError(.needHelo)
+            case .afterHelo: return protocolError(.needMail)
+            default: break
+            }
+            guard let envelope else { return unexpected() }
+            if !parameters.isEmpty { return protocolError(.parameterNotImplemented) }
+            if !SMTPPath.isASCII(path), envelope.mailParameters["SMTPUTF8"] == nil {
+                return protocolError(.utf8NotDeclared)
+            }
+            if envelope.recipients.count >= configuration.maxRecipients {
+                return [.send(SMTPReply(.tooManyRecipients))]
+            }
+            pending = .rcpt(path)
+            return [.askRcptTo(envelope: envelope, forwardPath: path, parameters: parameters)]
+        case .data:
+            switch state {
+            case .greeting: return protocolError(.needHelo)
+            case .afterHelo, .inMail: return protocolError(.needRecipient)
+            default: break
+            }
+            state = .inData
+            return [.send(SMTPReply(.startMailInput)), .startData]
+        case .rset:
+            resetTransaction()
+            return [.send(SMTPReply(.ok))]
+        case .noop:
+            return [.send(SMTPReply(.ok))]
+        case .quit:
+            state = .quit
+            return [.send(SMTPReply(.closing)), .close]
+        case .vrfy:
+            return [.send(SMTPReply(.cannotVerify))]
+        case .help:
+            return [.send(SMTPReply(.help))]
+        }
+    }
+
+    private mutating func resetTransaction() {
+        envelope = nil
+        if state != .greeting && state != .quit { state = .afterHelo }
+    }
+
+    private mutating func protocolError(_ status: SMTPStatus) -> [Action] {
+        var actions: [Action] = [.send(SMTPReply(status))]
+        if status.isProtocolError {
+            errorCount += 1
+            if errorCount >= configuration.maxErrors {
+                state = .quit
+                pending = nil
+                actions.append(.send(SMTPReply(.tooManyErrors, hostname: configuration.hostname)))
+                actions.append(.close)
+            }
+        }
+        return actions
+    }
+
+    /// An input that the caller should never feed in this state (a bug in the caller).
+    /// Fail safe: temporary error and close, never crash.
+    private mutating func unexpected() -> [Action] {
+        state = .quit
+        pending = nil
+        return [.send(SMTPReply(.storageFailure)), .close]
+    }
+}

@@ -1,0 +1,98 @@
+@_exported public import SMTPProtocol
+public import NIOCore
+
+/// Settings of one SMTP listener. Defaults, bounds and meaning in one place.
+public struct SMTPServerConfiguration: Sendable {
+    /// Name in the greeting, the EHLO reply and 421 replies.
+    public var hostname: String
+    /// Text after the hostname in the 220 greeting.
+    public var greetingText: String
+    /// Largest accepted message (unstuffed bytes); advertised as SIZE. Default 25 MiB.
+    public var maxMessageSize: Int
+    /// Recipients per transaction; more get 452 4.5.3. Default 100.
+    public var maxRecipients: Int
+    /// Command line limit including CRLF; at least 512 (RFC 5321). Default 2048.
+    public var maxLineLength: Int
+    /// Idle time allowed while waiting for a command. Default 300 s (RFC 5321 §4.5.3.2.7).
+    public var commandTimeout: TimeAmount
+    /// Idle time allowed between DATA chunks. Default 180 s.
+    public var dataTimeout: TimeAmount
+    /// Protocol errors before 421 4.7.0 and close. Default 20 (Postfix smtpd_hard_error_limit).
+    public var maxErrors: Int
+    /// Pipelined input buffered while a delegate decision is awaited; reading pauses above it.
+    /// Default 64 KiB. Per connection the server holds at most maxMessageSize +
+    /// maxLineLength + maxPipelineBuffer + one event-loop read burst (NIO defaults:
+    /// maxMessagesPerRead 4 × receive buffer ≤ 64 KiB).
+    public var maxPipelineBuffer: Int
+    /// Advertise and accept SMTPUTF8. Default true.
+    public var smtpUTF8: Bool
+    /// How long `close()` lets open transactions finish. Default 30 s.
+    public var shutdownGracePeriod: TimeAmount
+
+    public init(
+        hostname: String,
+        greetingText: String = "ESMTP",
+        maxMessageSize: Int = 25 * 1024 * 1024,
+        maxRecipients: Int = 100,
+        maxLineLength: Int = 2048,
+        commandTimeout: TimeAmount = .seconds(300),
+        dataTimeout: TimeAmount = .seconds(180),
+        maxErrors: Int = 20,
+        maxPipelineBuffer: Int = 64 * 1024,
+        smtpUTF8: Bool = true,
+        shutdownGracePeriod: TimeAmount = .seconds(30)
+    ) {
+        self.hostname = hostname
+        self.greetingText = greetingText
+        self.maxMessageSize = maxMessageSize
+        self.maxRecipients = maxRecipients
+        self.maxLineLength = max(512, maxLineLength)
+        self.commandTimeout = commandTimeout
+        self.dataTimeout = dataTimeout
+        self.maxErrors = max(1, maxErrors)
+        self.maxPipelineBuffer = max(4096, maxPipelineBuffer)
+        self.smtpUTF8 = smtpUTF8
+        self.shutdownGracePeriod = shutdownGracePeriod
+    }
+
+    var stateMachineConfiguration: SMTPServerStateMachine.Configuration {
+        .init(hostname: hostname, greetingText: greetingText, maxMessageSize: maxMessageSize,
+              maxRecipients: maxRecipients, maxErrors: maxErrors, smtpUTF8: smtpUTF8)
+    }
+}
+
+/// What the delegate knows about one connection.
+public struct SMTPSessionInfo: Sendable {
+    /// Unique per process (16 hex digits), for logs.
+    public var id: String
+    public var remoteAddress: SocketAddress?
+    public var localAddress: SocketAddress?
+    /// The last HELO/EHLO argument, nil before it.
+    public var heloName: String?
+    /// Whether the connection is TLS protected (always false until STARTTLS exists).
+    public var tls: Bool
+
+    public init(id: String, remoteAddress: SocketAddress?, localAddress: SocketAddress?, heloName: String?, tls: Bool) {
+        self.id = id
+        self.remoteAddress = remoteAddress
+        self.localAddress = localAddress
+        self.heloName = heloName
+        self.tls = tls
+    }
+}
+
+/// Policy and storage decisions of the server. Called from Swift concurrency (not on the
+/// event loop); calls for one connection never overlap and come in protocol order.
+public protocol SMTPServerDelegate: Sendable {
+    /// nil → normal 220 greeting; a 4xx/5xx reply is sent and the connection closed.
+    func connectionOpened(_ session: SMTPSessionInfo) async -> SMTPReply?
+    /// nil → 250 2.1.0; a non-2xx reply refuses the sender.
+    func mailFrom(_ session: SMTPSessionInfo, reversePath: String, parameters: [String: String]) async -> SMTPReply?
+    /// nil → 250 2.1.5; a non-2xx reply refuses the recipient.
+    func rcptTo(_ session: SMTPSessionInfo, envelope: SMTPEnvelope, forwardPath: String, parameters: [String: String]) async -> SMTPReply?
+    /// `message` is the unstuffed message with CRLF line ends. The reply answers the final
+    /// dot; answer 250 only once the message is durable.
+    func dataReceived(_ session: SMTPSessionInfo, envelope: SMTPEnvelope, message: ByteBuffer) async -> SMTPReply
+    /// Called once per connection after it closed (also after aborted transactions).
+    func connectionClosed(_ session: SMTPSessionInfo) async
+}

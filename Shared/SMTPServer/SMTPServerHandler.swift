@@ -1,0 +1,256 @@
+import NIOCore
+import NIOConcurrencyHelpers
+import Logging
+import SMTPProtocol
+
+/// Sent through a session's pipeline when the server shuts down.
+struct SMTPServerShutdownEvent: Sendable {}
+
+/// Counters shared by all sessions of one server (for tests and metrics).
+final class SMTPServerStats: Sendable {
+    private let box = NIOLockedValueBox<(peakBufferedBytes: Int, sessions: Int)>((0, 0))
+    func observeBuffered(_ bytes: Int) {
+        box.withLockedValue { if bytes > $0.peakBufferedBytes { $0.peakBufferedBytes = bytes } }
+    }
+    var peakBufferedBytes: Int { box.withLockedValue { $0.peakBufferedBytes } }
+    func sessionOpened() { box.withLockedValue { $0.sessions += 1 } }
+    var sessions: Int { box.withLockedValue { $0.sessions } }
+}
+
+/// The thin I/O layer of one SMTP session: reads bytes, splits them into command lines or
+/// DATA, feeds `SMTPServerStateMachine`, writes its replies, calls the delegate.
+///
+/// Owns: the input not yet processed (`pending`, ≤ maxPipelineBuffer + one read, enforced by
+/// holding back `read()` while a decision is awaited), the line decoder (≤ maxLineLength)
+/// and the DATA decoder (≤ maxMessageSize). Thread rules: every method runs on the
+/// channel's event loop; delegate calls run as Swift tasks and their results hop back to
+/// the event loop before they touch any state.
+///
+/// STARTTLS seam: the later STARTTLS command will flush, insert a NIOSSLServerHandler in
+/// front of this handler, discard `pending` (no plaintext injection across the TLS
+/// boundary) and reset the state machine to `greeting` with `session.tls = true`.
+final class SMTPServerHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let configuration: SMTPServerConfiguration
+    private let delegate: any SMTPServerDelegate
+    private var logger: Logger
+    private let stats: SMTPServerStats
+    private var machine: SMTPServerStateMachine
+    private var lineDecoder: SMTPLineDecoder
+    private var dataDecoder: SMTPDataDecoder?
+    private var pending = ByteBuffer()
+    private var session: SMTPSessionInfo
+    private var readHeld = false
+    private var closing = false
+    private var inactive = false
+    private var closedReported = false
+    private var timer: Scheduled<Void>?
+    private var lastWrite: EventLoopFuture<Void>?
+    private let shutdownAtStart: Bool
+
+    init(configuration: SMTPServerConfiguration, delegate: any SMTPServerDelegate, logger: Logger,
+         stats: SMTPServerStats, shuttingDown: Bool) {
+        self.configuration = configuration
+        self.delegate = delegate
+        self.stats = stats
+        self.machine = SMTPServerStateMachine(configuration: configuration.stateMachineConfiguration)
+        self.lineDecoder = SMTPLineDecoder(maximumLineLength: configuration.maxLineLength)
+        let id = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        self.session = SMTPSessionInfo(id: String(repeating: "0", count: 16 - id.count) + id,
+                                       remoteAddress: nil, localAddress: nil, heloName: nil, tls: false)
+        var logger = logger
+        logger[metadataKey: "smtp.session"] = "\(session.id)"
+        self.logger = logger
+        self.shutdownAtStart = shuttingDown
+    }
+
+    // MARK: inbound
+
+    func channelActive(context: ChannelHandlerContext) {
+        session.remoteAddress = context.channel.remoteAddress
+        session.localAddress = context.channel.localAddress
+        stats.sessionOpened()
+        logger.debug("smtp connection opened", metadata: ["remote": "\(session.remoteAddress.map { "\($0)" } ?? "?")"])
+        if shutdownAtStart { perform(context: context, machine.handle(.shutdown)) }
+        let session = self.session
+        let delegate = self.delegate
+        ask(context: context, { await delegate.connectionOpened(session) }, then: { .connectionDecision($0) })
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        guard !closing else { return }
+        pending.writeBuffer(&buffer)
+        armTimer(context: context)
+        processInput(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        inactive = true
+        closing = true
+        timer?.cancel()
+        timer = nil
+        pending = ByteBuffer()
+        dataDecoder = nil
+        if !machine.isAwaitingDecision { reportClosed() }
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is SMTPServerShutdownEvent {
+            perform(context: context, machine.handle(.shutdown))
+            context.flush()
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("smtp connection error", metadata: ["error": "\(error)"])
+        closing = true
+        context.close(promise: nil)
+    }
+
+    // MARK: outbound (backpressure)
+
+    func read(context: ChannelHandlerContext) {
+        if mustHoldReads {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    private var mustHoldReads: Bool {
+        machine.isAwaitingDecision || pending.readableBytes >= configuration.maxPipelineBuffer
+    }
+
+    private func resumeReadsIfPossible(context: ChannelHandlerContext) {
+        if readHeld, !mustHoldReads, !closing {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    // MARK: processing
+
+    private func processInput(context: ChannelHandlerContext) {
+        while !closing, !machine.isAwaitingDecision {
+            if dataDecoder != nil {
+                guard let outcome = dataDecoder!.feed(&pending) else { break }
+                dataDecoder = nil
+                perform(context: context, machine.handle(.dataComplete(outcome)))
+                if !closing, !machine.isAwaitingDecision { armTimer(context: context) }
+            } else {
+                guard let event = lineDecoder.next(&pending) else { break }
+                perform(context: context, machine.handle(.line(event)))
+            }
+        }
+        let buffered = pending.readableBytes + lineDecoder.bufferedByteCount + (dataDecoder?.bufferedByteCount ?? 0)
+        stats.observeBuffered(buffered)
+        if pending.readableBytes == 0 {
+            pending.clear()
+        } else if pending.readerIndex > 16 * 1024 {
+            pending.discardReadBytes()
+        }
+        context.flush()
+        resumeReadsIfPossible(context: context)
+    }
+
+    private func perform(context: ChannelHandlerContext, _ actions: [SMTPServerStateMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .send(let reply):
+                var out = context.channel.allocator.buffer(capacity: 64)
+                reply.write(into: &out)
+                if !reply.isPositive {
+                    logger.debug("smtp reply", metadata: ["reply": "\(reply)"])
+                }
+                lastWrite = context.write(wrapOutboundOut(out))
+            case .askMailFrom(let reversePath, let parameters):
+                session.heloName = machine.heloName
+                let (session, delegate) = (self.session, self.delegate)
+                ask(context: context, {
+                    await delegate.mailFrom(session, reversePath: reversePath, parameters: parameters)
+                }, then: { .mailDecision($0) })
+            case .askRcptTo(let envelope, let forwardPath, let parameters):
+                let (session, delegate) = (self.session, self.delegate)
+                ask(context: context, {
+                    await delegate.rcptTo(session, envelope: envelope, forwardPath: forwardPath, parameters: parameters)
+                }, then: { .rcptDecision($0) })
+            case .askData(let envelope, let message):
+                let (session, delegate) = (self.session, self.delegate)
+                ask(context: context, {
+                    await delegate.dataReceived(session, envelope: envelope, message: message)
+                }, then: { .dataDecision($0) })
+            case .startData:
+                lineDecoder.reset()
+                dataDecoder = SMTPDataDecoder(maximumMessageSize: configuration.maxMessageSize,
+                                              allocator: context.channel.allocator)
+                armTimer(context: context)
+            case .close:
+                closing = true
+                timer?.cancel()
+                timer = nil
+                context.flush()
+                if let lastWrite {
+                    lastWrite.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                } else {
+                    context.close(promise: nil)
+                }
+            }
+        }
+    }
+
+    /// Runs a delegate call as a task; its result re-enters the state machine on the event loop.
+    private func ask<T: Sendable>(
+        context: ChannelHandlerContext,
+        _ operation: @escaping @Sendable () async -> T,
+        then makeInput: @escaping (T) -> SMTPServerStateMachine.Input
+    ) {
+        timer?.cancel()
+        timer = nil
+        context.flush()
+        let promise = context.eventLoop.makePromise(of: T.self)
+        promise.completeWithTask(operation)
+        promise.futureResult.assumeIsolated().whenSuccess { value in
+            if self.inactive {
+                self.reportClosed()
+                return
+            }
+            self.perform(context: context, self.machine.handle(makeInput(value)))
+            if !self.closing { self.armTimer(context: context) }
+            self.processInput(context: context)
+        }
+    }
+
+    private func armTimer(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        guard !closing, !machine.isAwaitingDecision else { return }
+        let timeout = dataDecoder != nil ? configuration.dataTimeout : configuration.commandTimeout
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            self.timer = nil
+            guard !self.closing, !self.machine.isAwaitingDecision else { return }
+            self.logger.info("smtp timeout", metadata: ["data": "\(self.dataDecoder != nil)"])
+            self.dataDecoder = nil
+            self.perform(context: context, self.machine.handle(.timeout))
+            context.flush()
+        }
+    }
+
+    private func reportClosed() {
+        guard !closedReported else { return }
+        closedReported = true
+        var session = self.session
+        session.heloName = machine.heloName
+        let delegate = self.delegate
+        logger.debug("smtp connection closed")
+        Task { await delegate.connectionClosed(session) }
+    }
+}

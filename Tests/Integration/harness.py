@@ -1,0 +1,266 @@
+"""Test harness for the whole gateway: real redis-server, real service processes, real SMTP peers.
+
+Everything listens on 127.0.0.1 only, on ports the kernel hands out. Every process the harness
+starts is killed when the test ends, also when it fails.
+"""
+import json
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from email.parser import BytesParser
+from pathlib import Path
+
+import redis as redislib
+from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bin_dir() -> Path:
+    env = os.environ.get("SMG_BIN_DIR")
+    if env:
+        return Path(env)
+    out = subprocess.run(["swift", "build", "--show-bin-path"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisServer:
+    """A private redis-server with the durability settings the gateway requires (AOF, fsync always)."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir / "redis"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+             "--logfile", str(self.dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redislib.Redis(port=self.port, socket_timeout=1)
+        wait_until(lambda: self._ping(client), 10, what="redis-server to answer")
+
+    @staticmethod
+    def _ping(client):
+        try:
+            return client.ping()
+        except Exception:
+            return False
+
+    def client(self) -> "redislib.Redis":
+        return redislib.Redis(port=self.port, socket_timeout=5)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Sink:
+    """A real SMTP server (aiosmtpd) standing in for the Internet: records every message it gets."""
+
+    class Handler:
+        def __init__(self, sink):
+            self.sink = sink
+
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address.startswith("reject"):
+                return "550 5.1.1 No such user"
+            if address.startswith("later"):
+                return "451 4.3.0 Try again later"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):
+            with self.sink.lock:
+                self.sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+            return "250 2.0.0 Message accepted"
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.messages = []
+        self.port = free_port()
+        self.controller = Controller(Sink.Handler(self), hostname="127.0.0.1", port=self.port,
+                                     data_size_limit=200 * 1024 * 1024)
+        self.controller.start()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.messages)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.messages)
+
+    def stop(self):
+        self.controller.stop()
+
+
+class Gateway:
+    """Starts the gateway's processes against one Redis, with configs written to a temp folder."""
+
+    SERVICES = ["smg-ingress", "smg-scanner", "smg-classifier", "smg-signer", "smg-egress-good", "smg-egress-bad"]
+
+    def __init__(self, workdir: Path, redis: RedisServer, sink: Sink, prefix: str = "smg:"):
+        self.workdir = workdir
+        self.redis = redis
+        self.sink = sink
+        self.prefix = prefix
+        self.bins = bin_dir()
+        self.ingress_port = free_port()
+        self.procs = {}
+        self.logs = {}
+
+    def env(self, overrides=None):
+        env = dict(os.environ)
+        env.update({
+            "SMG_REDIS_URL": self.redis.url,
+            "SMG_REDIS_KEY_PREFIX": self.prefix,
+            "SMG_REDIS_TIMEOUT": "1s",
+            "SMG_LOG_LEVEL": "info",
+            "SMG_HTTP_LISTEN": "127.0.0.1:0",
+            "SMG_STAGE_REDRIVE_AFTER": "3s",
+            "SMG_STAGE_REDRIVE_INTERVAL": "250ms",
+            "SMG_STAGE_RETRY_DELAY": "1s",
+            "SMG_STAGE_LEASE": "5s",
+            "SMG_EGRESS_LEASE": "20s",
+            "SMG_EGRESS_ROUTES": f"*=127.0.0.1:{self.sink.port}",
+            "SMG_EGRESS_RETRY_SCHEDULE": "1s,2s",
+            "SMG_INGRESS_LISTEN": f"127.0.0.1:{self.ingress_port}",
+            "SMG_SHUTDOWN_DRAIN_TIMEOUT": "3s",
+        })
+        if overrides:
+            env.update(overrides)
+        return env
+
+    def start(self, service: str, name: str = None, **overrides):
+        name = name or service
+        env = self.env({k: str(v) for k, v in overrides.items()})
+        env["SMG_INSTANCE"] = name
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.logs[name] = self.workdir / f"{name}.log"
+        proc = subprocess.Popen([str(self.bins / service)], env=env, stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL)
+        self.procs[name] = proc
+        return proc
+
+    def start_all(self, **overrides):
+        for service in self.SERVICES:
+            self.start(service, **overrides)
+        self.wait_ready()
+
+    def wait_ready(self, timeout=20):
+        client = self.redis.client()
+
+        def ready():
+            topics = ["mail.accepted", "mail.scanned", "mail.classified", "mail.outbound.good", "mail.outbound.bad"]
+            if not all(client.hlen(f"{self.prefix}registry:{t}") > 0 for t in topics):
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.ingress_port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(ready, timeout, what="all services to register and ingress to listen")
+        time.sleep(1.2)  # consumers discover producers once a second
+
+    def signal(self, name: str, sig):
+        self.procs[name].send_signal(sig)
+
+    def kill(self, name: str):
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+
+    def stop_all(self):
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def smgctl(self, *args, timeout=30):
+        return subprocess.run([str(self.bins / "smgctl"), *args, "--redis", self.redis.url, "--prefix", self.prefix],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def trace(self, message_id: str):
+        out = self.smgctl("trace", message_id)
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+    def log_text(self, name: str) -> str:
+        return Path(self.logs[name]).read_text(errors="replace")
+
+
+def make_message(marker: str, sender="sender@customer.example", rcpt="user@dest.example", body_lines=None) -> bytes:
+    body_lines = body_lines or [f"Body of {marker}.", "", ".A line that starts with a dot", "..two dots", "end"]
+    lines = [f"From: {sender}", f"To: {rcpt}", f"Subject: {marker}", f"Message-ID: <{marker}@customer.example>",
+             "", *body_lines]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def queued_id(reply: bytes) -> str:
+    text = reply.decode()
+    assert "queued as " in text, text
+    return text.rsplit("queued as ", 1)[1].strip()
+
+
+def send(port: int, message: bytes, sender="sender@customer.example", rcpts=("user@dest.example",)):
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.ehlo("app1.customer.example")
+        code, reply = s.mail(sender)
+        assert code == 250, reply
+        for r in rcpts:
+            code, reply = s.rcpt(r)
+            assert code == 250, reply
+        code, reply = s.data(message)
+        assert code == 250, reply
+        return queued_id(reply)
+
+
+def subject_of(raw: bytes) -> str:
+    return BytesParser().parsebytes(raw, headersonly=True)["Subject"]

@@ -1,0 +1,95 @@
+import XCTest
+import Foundation
+@testable import SMGCore
+
+final class MessageIDTests: XCTestCase {
+    func testIdsAreUniqueAndSortInCreationOrder() {
+        var ids: [MessageID] = []
+        for _ in 0..<10_000 { ids.append(MessageID.make()) }
+        XCTAssertEqual(Set(ids).count, ids.count)
+        XCTAssertEqual(ids.sorted(), ids, "ids made one after another must sort in that order")
+    }
+
+    func testTimestampRoundTripsAndSameMillisecondStaysMonotonic() {
+        var generator = MessageID.ULIDGenerator()
+        let a = generator.next(milliseconds: 1_790_000_000_123)
+        let b = generator.next(milliseconds: 1_790_000_000_123)
+        let stepBack = generator.next(milliseconds: 1_790_000_000_000)
+        XCTAssertEqual(a.timestampMilliseconds, 1_790_000_000_123)
+        XCTAssertLessThan(a, b)
+        XCTAssertLessThan(b, stepBack, "a clock stepping back does not break the order")
+        XCTAssertEqual(stepBack.timestampMilliseconds, 1_790_000_000_123)
+        XCTAssertEqual(a.rawValue.count, 26)
+        XCTAssertEqual(MessageID(a.rawValue), a)
+    }
+
+    func testParsingRejectsNonULIDs() {
+        XCTAssertNil(MessageID("hello"))
+        XCTAssertNil(MessageID("01ARZ3NDEKTSV4RRFFQ69G5FAVX"))      // 27 chars
+        XCTAssertNil(MessageID("01ARZ3NDEKTSV4RRFFQ69G5FAU"))       // U is not in the alphabet
+        XCTAssertNil(MessageID("81ARZ3NDEKTSV4RRFFQ69G5FAV"))       // overflows 48-bit time
+        XCTAssertEqual(MessageID("01arz3ndektsv4rrffq69g5fav")?.rawValue, "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    }
+}
+
+final class EventTests: XCTestCase {
+    func testEventJSONRoundTripAndStableForm() throws {
+        let id = MessageID("01ARZ3NDEKTSV4RRFFQ69G5FAV")!
+        let event = Event(type: "delivered", id: id, site: "eu-de-02", process: "smg-egress-good@h:1",
+                          time: Date(timeIntervalSince1970: 1_790_000_000.5),
+                          facts: ["recipient": "a@example.org", "attempts": 2, "tls": true,
+                                  "chain": ["x", 1], "nested": ["k": .null]])
+        let json = event.jsonString()
+        XCTAssertEqual(json, #"{"facts":{"attempts":2,"chain":["x",1],"nested":{"k":null},"recipient":"a@example.org","tls":true},"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","process":"smg-egress-good@h:1","site":"eu-de-02","time":"2026-09-21T14:13:20.500Z","type":"delivered"}"#)
+        XCTAssertEqual(try Event.decode(Array(json.utf8)), event)
+        XCTAssertEqual(event.tapTopic, "events.delivered")
+    }
+
+    func testEventWithoutMessageId() throws {
+        let event = Event(type: "blacklist.listed", id: nil, site: "eu-de-01", process: "p", facts: [:])
+        let back = try Event.decode(event.jsonBytes())
+        XCTAssertNil(back.id)
+        XCTAssertFalse(event.jsonString().contains("\"id\""))
+    }
+
+    func testEnvelopeRoundTrip() throws {
+        let facts = SubmissionFacts(clientAddress: "192.0.2.7", heloName: "app1", tls: true, authenticatedAs: "shop",
+                                    site: "eu-de-01", ingress: "smg-ingress@h:1",
+                                    receivedAt: Date(timeIntervalSince1970: 1_790_000_000), size: 10)
+        let env = Envelope(customer: "c1", sender: "", recipients: [Recipient(address: "X@Example.ORG")],
+                           submission: facts)
+        XCTAssertEqual(try Envelope.decode(env.jsonBytes()), env)
+        XCTAssertEqual(env.recipients[0].domain, "example.org")
+    }
+}
+
+final class CIDRTests: XCTestCase {
+    func testTable() throws {
+        let cases: [(String, String, Bool)] = [
+            ("127.0.0.0/8", "127.0.0.1", true),
+            ("127.0.0.0/8", "128.0.0.1", false),
+            ("192.0.2.0/25", "192.0.2.127", true),
+            ("192.0.2.0/25", "192.0.2.128", false),
+            ("192.0.2.9", "192.0.2.9", true),
+            ("192.0.2.9", "192.0.2.10", false),
+            ("::1/128", "::1", true),
+            ("2001:db8::/32", "2001:db8:ffff::1", true),
+            ("2001:db8::/32", "2001:db9::1", false),
+            ("10.0.0.0/8", "::ffff:10.1.2.3", true),
+            ("10.0.0.0/8", "2001:db8::1", false),
+            ("0.0.0.0/0", "203.0.113.5", true),
+            ("10.0.0.0/8", "not an ip", false),
+        ]
+        for (network, ip, expected) in cases {
+            XCTAssertEqual(try CIDR(network).contains(ip), expected, "\(network) ∋ \(ip)")
+        }
+    }
+
+    func testBadNetworksAreErrors() {
+        for bad in ["", "10.0.0.0/33", "::/129", "10.0.0/8", "example.com/8", "10.0.0.0/-1"] {
+            XCTAssertThrowsError(try CIDR(bad), bad)
+        }
+        XCTAssertThrowsError(try NetworkList(parsing: "127.0.0.0/8, nonsense"))
+        XCTAssertEqual(try NetworkList(parsing: "127.0.0.0/8, ::1").networks.count, 2)
+    }
+}

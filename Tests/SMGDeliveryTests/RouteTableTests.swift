@@ -1,0 +1,24 @@
+import XCTest
+@testable import SMGDelivery
+
+final class RouteTableTests: XCTestCase {
+    func testLookupOrderExactThenParentsThenDefault() throws {
+        let table = try RouteTable([
+            "example.com": "mx.example.com:2525",
+            ".example.com": "[192.0.2.1]",
+            ".org": "[2001:db8::1]:587",
+            "*": "127.0.0.1:2526",
+        ])
+        XCTAssertEqual(table.lookup(domain: "EXAMPLE.com")?.description, "mx.example.com:2525")
+        XCTAssertEqual(table.lookup(domain: "a.b.example.com")?.description, "192.0.2.1:25")
+        XCTAssertEqual(table.lookup(domain: "lists.example.org")?.description, "[2001:db8::1]:587")
+        XCTAssertEqual(table.lookup(domain: "elsewhere.net")?.description, "127.0.0.1:2526")
+        XCTAssertNil(try RouteTable(["example.com": "h:25"]).lookup(domain: "other.example"))
+    }
+
+    func testBadRoutesAreErrors() {
+        for bad in [["": "h:25"], ["a": "h:0"], ["a": "h:x"], ["a": "[h"], ["a": "[h]x"], ["a": ""], ["a": "h h:25"]] {
+            XCTAssertThrowsError(try RouteTable(bad), "\(bad)")
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import XCTest
+import Foundation
+@testable import SMGRuntime
+
+final class ConfigTests: XCTestCase {
+    let keys: [AnyConfigKey] = CommonKeys.all + StageKeys.all + [ConfigMapKey("egress.routes", help: "routes").erased]
+
+    func write(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "smg-config-\(UUID().uuidString).yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func testDefaultsFileAndEnvironmentInThatOrder() throws {
+        let file = try write("""
+            site: eu-de-02
+            redis:
+              url: redis://10.0.0.1:6379/1
+              pool: 8
+            stage:
+              lease: 2m
+            egress:
+              routes:
+                "*": 127.0.0.1:2526
+                example.com: "[192.0.2.1]:25"
+            """)
+        let config = try Config(file: file, environment: ["SMG_REDIS_POOL": "16", "SMG_STAGE_REDRIVE_AFTER": "250ms"],
+                                keys: keys)
+        XCTAssertEqual(try config.get(CommonKeys.site), "eu-de-02")
+        XCTAssertEqual(try config.get(CommonKeys.redisURL), "redis://10.0.0.1:6379/1")
+        XCTAssertEqual(try config.get(CommonKeys.redisPool), 16, "environment overrides the file")
+        XCTAssertEqual(try config.get(StageKeys.lease), .seconds(120))
+        XCTAssertEqual(try config.get(StageKeys.redriveAfter), .milliseconds(250))
+        XCTAssertEqual(try config.get(StageKeys.concurrency), 8, "default")
+        XCTAssertEqual(config.get(ConfigMapKey("egress.routes", help: "")),
+                       ["*": "127.0.0.1:2526", "example.com": "[192.0.2.1]:25"])
+    }
+
+    func testErrorsNameTheKeyAndTheSource() throws {
+        let cases: [(String, [String: String], String, String)] = [
+            ("stage:\n  concurrency: 0\n", [:], "stage.concurrency", "out of range"),
+            ("stage:\n  concurrency: many\n", [:], "stage.concurrency", "not an integer"),
+            ("redis:\n  ulr: x\n", [:], "redis.ulr", "unknown key"),
+            ("", ["SMG_STAGE_LEASE": "forever"], "stage.lease", "SMG_STAGE_LEASE"),
+            ("", ["SMG_LOG_LEVEL": "loud"], "log.level", "unknown level"),
+            ("egress:\n  routes: 5\n", [:], "egress.routes", "must be a mapping"),
+            ("- a\n- b\n", [:], "--config", "top level must be a mapping"),
+            ("redis: [unclosed\n", [:], "--config", "not valid YAML"),
+        ]
+        for (yaml, env, key, fragment) in cases {
+            let file = try write(yaml)
+            XCTAssertThrowsError(try Config(file: file, environment: env, keys: keys), "\(key)") { error in
+                let text = "\(error)"
+                XCTAssertTrue(text.contains(key), "\(text) should name \(key)")
+                XCTAssertTrue(text.contains(fragment), "\(text) should say \(fragment)")
+            }
+        }
+        XCTAssertThrowsError(try Config(file: "/nonexistent/smg.yaml", environment: [:], keys: keys)) { error in
+            XCTAssertTrue("\(error)".contains("cannot read file"))
+        }
+    }
+
+    func testDurationsSizesAndHostPorts() {
+        XCTAssertEqual(parseDuration("250ms"), .milliseconds(250))
+        XCTAssertEqual(parseDuration("1.5s"), .milliseconds(1500))
+        XCTAssertEqual(parseDuration("7d"), .seconds(7 * 86400))
+        XCTAssertEqual(parseDuration("30"), .seconds(30))
+        XCTAssertNil(parseDuration("-1s"))
+        XCTAssertNil(parseDuration("soon"))
+        let size = ConfigKey<Int>.size("x", default: "1M", range: 1...Int.max, help: "")
+        XCTAssertEqual(try size.parse("50M").get(), 50 * 1024 * 1024)
+        XCTAssertEqual(try size.parse("512k").get(), 512 * 1024)
+        XCTAssertEqual(try size.parse("100").get(), 100)
+        XCTAssertEqual(HostPort.parse("127.0.0.1:2525")?.1, 2525)
+        XCTAssertEqual(HostPort.parse("[::1]:25")?.0, "::1")
+        XCTAssertNil(HostPort.parse("nohost"))
+        XCTAssertNil(HostPort.parse("h:99999"))
+    }
+
+    func testPrintConfigListsEveryKey() {
+        let text = Config.describe(keys)
+        for key in keys { XCTAssertTrue(text.contains("\(key.name) = "), key.name) }
+        XCTAssertTrue(text.contains("SMG_REDIS_URL"))
+    }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing the gateway needs on Debian 12, if missing.
+# Idempotent and quiet when everything is there. Needs root (or sudo) only when it installs.
+set -euo pipefail
+
+APT_PACKAGES=(
+  pkg-config libzmq3-dev libhiredis-dev libssl-dev   # C libraries the gateway links
+  redis-server                                       # the system of record
+  swaks                                              # a real SMTP client for tests
+  python3 python3-pip                                # test peers (smtplib, aiosmtpd) and the local sink
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing apt packages: ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python test peers: aiosmtpd (SMTP sink), redis (inspecting the store), pytest (integration tests).
+if ! python3 -c "import aiosmtpd, redis, pytest" 2>/dev/null; then
+  echo "install-deps: installing Python packages aiosmtpd redis pytest" >&2
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd redis pytest 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd redis pytest
+fi
+
+command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.1 or newer is needed)" >&2; exit 1; }
