@@ -52,10 +52,11 @@ let package = Package(
                        providers: [.apt(["libzmq3-dev"])]),
 
         // Shared modules, one concern each.
-        .target(name: "SMGCore", path: "Shared/SMGCore", swiftSettings: strict),
-        .target(name: "SMGRedis", dependencies: ["CHiredis", logging], path: "Shared/SMGRedis",
+        .target(name: "SMGSync", path: "Shared/SMGSync", swiftSettings: strict),
+        .target(name: "SMGCore", dependencies: ["SMGSync"], path: "Shared/SMGCore", swiftSettings: strict),
+        .target(name: "SMGRedis", dependencies: ["CHiredis", "SMGSync", logging], path: "Shared/SMGRedis",
                 swiftSettings: strict),
-        .target(name: "SMGBus", dependencies: ["CZeroMQ", logging], path: "Shared/SMGBus",
+        .target(name: "SMGBus", dependencies: ["CZeroMQ", "SMGSync", logging], path: "Shared/SMGBus",
                 swiftSettings: strict),
         .target(name: "SMGStore", dependencies: ["SMGCore", "SMGRedis", logging],
                 path: "Shared/SMGStore", swiftSettings: strict),
@@ -67,7 +68,7 @@ let package = Package(
                 path: "Shared/SMTPClient", swiftSettings: strict),
         .target(name: "SMGRuntime",
                 dependencies: [
-                    "SMGCore", "SMGStore", "SMGBus", "SMGRedis", logging, lifecycle, nioCore, nioPosix, argumentParser,
+                    "SMGCore", "SMGStore", "SMGBus", "SMGRedis", "SMGSync", logging, lifecycle, nioCore, nioPosix, argumentParser,
                     .product(name: "NIOHTTP1", package: "swift-nio"),
                     .product(name: "Metrics", package: "swift-metrics"),
                     .product(name: "Prometheus", package: "swift-prometheus"),
@@ -80,7 +81,7 @@ let package = Package(
                 path: "Shared/SMGDelivery", swiftSettings: strict),
 
         // Services: small mains.
-        service("smg-ingress", "ingress", ["SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
+        service("smg-ingress", "ingress", ["SMGSync", "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
         service("smg-scanner", "scanner"),
         service("smg-classifier", "classifier"),
         service("smg-signer", "signer"),

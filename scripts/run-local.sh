@@ -10,8 +10,8 @@ mkdir -p "$VAR/redis" "$VAR/sink" "$VAR/log"
 
 scripts/install-deps.sh
 echo "run-local: building (first build takes a few minutes)…"
-swift build -c release 2>&1 | grep -E "error|warning: unre|Compiling|Build complete" | grep -v "^\[" || true
-swift build -c release >/dev/null
+swift build -c release 2>&1 | grep -vE "^\[[0-9]+/[0-9]+\] |prohibited flag"
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "run-local: build failed" >&2; exit 1; }
 BIN=$(swift build -c release --show-bin-path)
 
 pids=()

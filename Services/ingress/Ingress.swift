@@ -1,4 +1,5 @@
 import SMGCore
+import SMGSync
 import SMGRuntime
 import SMGStore
 import SMGBus
@@ -21,7 +22,7 @@ final class IngressDelegate: SMTPServerDelegate {
     let allow: NetworkList
     let maxPending: Int
     let redriveAfter: Int
-    let pending = Mutex(0)
+    let pending = Locked(0)
     let accepted = Counter(label: "smg_ingress_accepted_total")
     let refused = Counter(label: "smg_ingress_refused_total")
     let storeFailures = Counter(label: "smg_ingress_store_failures_total")

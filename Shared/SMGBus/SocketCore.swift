@@ -1,3 +1,4 @@
+import SMGSync
 internal import CZeroMQ
 internal import Dispatch
 internal import Logging

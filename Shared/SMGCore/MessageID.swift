@@ -1,4 +1,5 @@
 public import Foundation
+import SMGSync
 
 /// A message's identity: a ULID (48-bit millisecond time + 80 random bits, Crockford base32).
 ///
@@ -55,7 +56,7 @@ public struct MessageID: Hashable, Comparable, Sendable, Codable, CustomStringCo
         return table
     }()
 
-    private static let generator = Mutex(ULIDGenerator())
+    private static let generator = Locked(ULIDGenerator())
 
     struct ULIDGenerator {
         var lastMilliseconds: UInt64 = 0

@@ -1,3 +1,4 @@
+import SMGSync
 public import Logging
 internal import Dispatch
 

@@ -10,7 +10,8 @@ public enum CommonKeys {
         "redis.url", default: "redis://127.0.0.1:6379/0",
         help: "Redis, the system of record: redis://[:password@]host:port/db or unix:///path?db=N.")
     public static let redisPool = ConfigKey<Int>.int(
-        "redis.pool", default: 4, range: 1...64, help: "Connections to Redis (each served by its own thread).")
+        "redis.pool", default: 8, range: 1...64,
+        help: "Connections to Redis (each served by its own queue); more connections let Redis group more writes per fsync.")
     public static let redisTimeout = ConfigKey.duration(
         "redis.timeout", default: "2s", min: .milliseconds(50), max: .seconds(60),
         help: "Connect and per-command timeout for Redis; past it the operation fails (SMTP gets a 4xx).")

@@ -169,8 +169,6 @@ public struct Config: Sendable {
                     throw ConfigError(key: full, source: file, problem: "unknown key (see --print-config)")
                 }
                 values[full] = (seq.compactMap(\.string).joined(separator: ","), file)
-            default:
-                throw ConfigError(key: full, source: file, problem: "unsupported value")
             }
         }
     }

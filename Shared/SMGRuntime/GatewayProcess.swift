@@ -1,9 +1,10 @@
 public import Logging
+import SMGSync
 public import SMGCore
 public import SMGStore
 public import SMGRedis
 public import SMGBus
-public import NIOCore
+import NIOCore
 public import Prometheus
 public import NIOPosix
 import Metrics
@@ -32,7 +33,7 @@ public final class GatewayProcess: Sendable {
     public let busHighWaterMark: Int
     public let drainTimeout: Duration
     let advertiseHost: String
-    let registrations = Mutex<[String: Set<String>]>([:])
+    let registrations = Locked<[String: Set<String>]>([:])
 
     /// How long a registry entry lives without a heartbeat, and how often it is refreshed.
     public static let registryTTL = 10_000
@@ -114,7 +115,7 @@ public final class GatewayProcess: Sendable {
     /// Adds an endpoint to this process's registry heartbeat (kept alive while the process runs).
     public func register(kind: String, endpoint: String) {
         let e = advertised(endpoint)
-        registrations.withLock { $0[kind, default: []].insert(e) }
+        registrations.withLock { _ = $0[kind, default: []].insert(e) }
     }
 
     /// Makes a bound PUSH socket for `topic`, registered so that consumers find it.

@@ -1,4 +1,5 @@
 public import Logging
+import SMGSync
 public import SMGCore
 public import SMGStore
 import SMGBus
@@ -74,8 +75,8 @@ public final class StageRunner: Service, Sendable {
     public let settings: StageSettings
     let worker: any StageWorker
     let owner: String
-    let held = Mutex<Set<MessageID>>([])
-    let stopping = Mutex(false)
+    let held = Locked<Set<MessageID>>([])
+    let stopping = Locked(false)
     let processed: Counter
     let failed: Counter
     let redriven: Counter
@@ -160,18 +161,21 @@ public final class StageRunner: Service, Sendable {
                 process.logger.warning("dropping malformed frame", metadata: ["topic": .string(message.topic)])
                 continue
             }
-            let claimed: Bool
+            let claim: MessageStore.Claim
             do {
-                claimed = try await process.store.claim(id, topic: settings.inputTopic, owner: owner,
-                                                         leaseMilliseconds: settings.lease.milliseconds)
+                claim = try await process.store.claimAndLoad(id, topic: settings.inputTopic, owner: owner,
+                                                             leaseMilliseconds: settings.lease.milliseconds)
             } catch {
                 // Redis trouble: the message stays pending and is redriven later.
                 process.logger.warning("claim failed", metadata: ["msgid": .string(id.rawValue), "error": "\(error)"])
                 try? await Task.sleep(for: .milliseconds(200))
                 continue
             }
-            guard claimed else { continue }   // done already, or someone else has it
-            await handle(id, outputs: outputs, redriven: false)
+            switch claim {
+            case .notYours: continue   // done already, or someone else has it
+            case .missing: await handle(id, preloaded: nil, outputs: outputs, redriven: false)
+            case .claimed(let message): await handle(id, preloaded: message, outputs: outputs, redriven: false)
+            }
         }
     }
 
@@ -191,13 +195,13 @@ public final class StageRunner: Service, Sendable {
             guard !ids.isEmpty else { continue }
             redriven.increment(by: ids.count)
             await withTaskGroup(of: Void.self) { group in
-                for id in ids { group.addTask { await self.handle(id, outputs: outputs, redriven: true) } }
+                for id in ids { group.addTask { await self.handle(id, preloaded: nil, outputs: outputs, redriven: true) } }
             }
         }
     }
 
-    /// Processes one message whose lease this process holds.
-    func handle(_ id: MessageID, outputs: [String: BusPusher], redriven: Bool) async {
+    /// Processes one message whose lease this process holds (`preloaded` if the claim read it).
+    func handle(_ id: MessageID, preloaded: StoredMessage?, outputs: [String: BusPusher], redriven: Bool) async {
         held.withLock { _ = $0.insert(id) }
         defer { held.withLock { _ = $0.remove(id) } }
         var logger = process.logger
@@ -205,7 +209,9 @@ public final class StageRunner: Service, Sendable {
         logger[metadataKey: "stage"] = .string(settings.name)
         let started = ContinuousClock.now
         do {
-            guard let message = try await process.store.load(id) else {
+            let loaded: StoredMessage?
+            if let preloaded { loaded = preloaded } else { loaded = try await process.store.load(id) }
+            guard let message = loaded else {
                 logger.error("message record missing; dropping its pending entry")
                 _ = try await process.store.commit(
                     id, topic: settings.inputTopic, owner: owner,

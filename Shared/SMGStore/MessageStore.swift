@@ -1,6 +1,5 @@
 public import SMGCore
 public import SMGRedis
-public import Logging
 import Foundation
 
 /// A message as a stage sees it: its record and body, read in one round trip.
@@ -95,6 +94,31 @@ public final class MessageStore: Sendable {
         return try Self.flag(reply)
     }
 
+    /// What `claimAndLoad` found.
+    public enum Claim: Sendable {
+        /// Done already, or another process holds a live lease: nothing to do.
+        case notYours
+        /// The lease is yours, but the record is gone (expired or deleted).
+        case missing
+        case claimed(StoredMessage)
+    }
+
+    /// `claim` and `load` in one round trip: the hot path of every stage.
+    public func claimAndLoad(_ id: MessageID, topic: String, owner: String, leaseMilliseconds: Int) async throws
+        -> Claim
+    {
+        let reply = try await redis.eval(
+            Scripts.claimAndLoad,
+            keys: [.init(keys.pending(topic)), .init(keys.owners(topic)), .init(keys.message(id)), .init(keys.body(id))],
+            args: [.init(id.rawValue), .init(owner), .init(leaseMilliseconds)])
+        if reply.int == 0 { return .notYours }
+        guard let parts = reply.array, parts.count == 2 else {
+            throw StoreError(code: .unexpectedReply, message: "claimAndLoad \(id): \(reply)")
+        }
+        guard let message = try Self.message(id, record: parts[0], body: parts[1]) else { return .missing }
+        return .claimed(message)
+    }
+
     /// Takes the leases of up to `limit` messages of `topic` whose deadline has passed
     /// (their stage died, their frame was lost, or their retry time has come).
     public func claimExpired(topic: String, owner: String, leaseMilliseconds: Int, limit: Int) async throws
@@ -148,8 +172,14 @@ public final class MessageStore: Sendable {
     /// Reads a message's record and body in one round trip; nil if it does not exist (expired).
     public func load(_ id: MessageID) async throws -> StoredMessage? {
         let replies = try await redis.pipeline([["HGETALL", .init(keys.message(id))], ["GET", .init(keys.body(id))]])
-        guard replies.count == 2, let pairs = replies[0].array else {
-            throw StoreError(code: .unexpectedReply, message: "load \(id): \(replies)")
+        guard replies.count == 2 else { throw StoreError(code: .unexpectedReply, message: "load \(id): \(replies)") }
+        return try Self.message(id, record: replies[0], body: replies[1])
+    }
+
+    /// Builds a message from its HGETALL and GET replies; nil when the record does not exist.
+    static func message(_ id: MessageID, record: RedisValue, body: RedisValue) throws -> StoredMessage? {
+        guard let pairs = record.array else {
+            throw StoreError(code: .unexpectedReply, message: "record of \(id): \(record)")
         }
         if pairs.isEmpty { return nil }
         var fields: [String: String] = [:]
@@ -161,10 +191,10 @@ public final class MessageStore: Sendable {
         guard let envelopeJSON = fields["envelope"],
               let envelope = try? Envelope.decode(Array(envelopeJSON.utf8))
         else { throw StoreError(code: .corruptRecord, message: "message \(id) has no readable envelope") }
-        guard let body = replies[1].bytes else {
+        guard let bytes = body.bytes else {
             throw StoreError(code: .corruptRecord, message: "message \(id) has no body")
         }
-        return StoredMessage(id: id, envelope: envelope, body: body, fields: fields)
+        return StoredMessage(id: id, envelope: envelope, body: bytes, fields: fields)
     }
 
     /// Appends events that are not part of a stage transition (e.g. `stage.error`, `rejected.policy`).

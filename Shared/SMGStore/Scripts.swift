@@ -38,6 +38,20 @@ enum Scripts {
         return 1
         """)
 
+    /// KEYS: pending, owners, msg, body.  ARGV: id, owner, lease_ms
+    /// `claim`, and on success the message record and body in the same round trip:
+    /// returns 0, or {HGETALL msg, body}.
+    static let claimAndLoad = RedisScript("""
+        \(now)
+        local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+        if not score then return 0 end
+        local cur = redis.call('HGET', KEYS[2], ARGV[1])
+        if cur and cur ~= ARGV[2] and tonumber(score) > now then return 0 end
+        redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+        return {redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4])}
+        """)
+
     /// KEYS: pending, owners.  ARGV: owner, lease_ms, limit
     /// Takes the leases of up to `limit` entries whose deadline has passed; returns their ids.
     static let claimExpired = RedisScript("""

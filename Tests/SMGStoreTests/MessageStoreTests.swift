@@ -93,6 +93,26 @@ final class MessageStoreTests: XCTestCase {
                        "a message that left the stage cannot be claimed there again")
     }
 
+    func testClaimAndLoadReadsTheMessageOnlyForTheLeaseHolder() async throws {
+        let (id, env, body, event) = makeMessage()
+        _ = try await store.accept(id: id, envelope: env, body: body, event: event, topic: "mail.accepted",
+                                   redriveAfterMilliseconds: 60_000)
+        guard case .claimed(let message) = try await store.claimAndLoad(id, topic: "mail.accepted", owner: "A",
+                                                                        leaseMilliseconds: 60_000)
+        else { return XCTFail("the first claim must win and read the message") }
+        XCTAssertEqual(message.body, body)
+        XCTAssertEqual(message.envelope, env)
+        guard case .notYours = try await store.claimAndLoad(id, topic: "mail.accepted", owner: "B",
+                                                            leaseMilliseconds: 60_000)
+        else { return XCTFail("a second owner must not get it") }
+        // A pending entry whose record vanished is reported as missing, not as a crash.
+        let ghost = MessageID.make()
+        _ = try await redis.command("ZADD", "t:pending:mail.accepted", "0", .init(ghost.rawValue))
+        guard case .missing = try await store.claimAndLoad(ghost, topic: "mail.accepted", owner: "A",
+                                                           leaseMilliseconds: 60_000)
+        else { return XCTFail("expected .missing") }
+    }
+
     func testExpiredLeasesAreRedrivenToAnotherOwner() async throws {
         let id = try await accept()
         let v13 = try await store.claim(id, topic: "mail.accepted", owner: "dead", leaseMilliseconds: 200)
