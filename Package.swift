@@ -60,6 +60,8 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "SMGStore", dependencies: ["SMGCore", "SMGRedis", logging],
                 path: "Shared/SMGStore", swiftSettings: strict),
+        .target(name: "SMGDNS", dependencies: [nioCore, nioPosix, logging], path: "Shared/SMGDNS",
+                exclude: ["README.md"], swiftSettings: strict),
         .target(name: "SMTPProtocol", dependencies: [nioCore], path: "Shared/SMTPProtocol",
                 swiftSettings: strict),
         .target(name: "SMTPServer", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
@@ -89,8 +91,15 @@ let package = Package(
         service("smg-egress-bad", "egress-bad", ["SMGDelivery"]),
         service("smgctl", "smgctl", ["SMGStore", "SMGBus", "SMGRedis"]),
 
+        // Benchmarks (run with -c release; see bench/README.md).
+        .executableTarget(name: "smg-dns-bench", dependencies: ["SMGDNS", logging], path: "bench/dns",
+                          swiftSettings: strict),
+
         // Tests.
         .target(name: "SMGTestSupport", dependencies: ["SMGRedis"], path: "Tests/SMGTestSupport", swiftSettings: strict),
+        .target(name: "SMGTestSupportDNS", path: "Tests/SMGTestSupportDNS", swiftSettings: strict),
+        .testTarget(name: "SMGDNSTests", dependencies: ["SMGDNS", "SMGTestSupportDNS", nioCore, nioPosix, nioHelpers, logging],
+                    swiftSettings: strict),
         .testTarget(name: "SMGCoreTests", dependencies: ["SMGCore"], swiftSettings: strict),
         .testTarget(name: "SMGRedisTests", dependencies: ["SMGRedis", "SMGTestSupport", logging],
                     swiftSettings: strict),

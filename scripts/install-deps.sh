@@ -7,6 +7,7 @@ APT_PACKAGES=(
   pkg-config libzmq3-dev libhiredis-dev libssl-dev   # C libraries the gateway links
   redis-server                                       # the system of record
   swaks                                              # a real SMTP client for tests
+  knot knot-dnsutils unbound ldnsutils bind9-dnsutils # the DNS test fixture (authoritative + validating resolver)
   python3 python3-pip                                # test peers (smtplib, aiosmtpd) and the local sink
 )
 
