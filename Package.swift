@@ -14,6 +14,9 @@ let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio
 let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let nioHelpers: Target.Dependency = .product(name: "NIOConcurrencyHelpers", package: "swift-nio")
+let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
+let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
+let cryptoExtras: Target.Dependency = .product(name: "_CryptoExtras", package: "swift-crypto")
 let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
 
 /// A service executable: a small main in Services/<dir> on top of the shared runtime.
@@ -37,6 +40,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
@@ -62,15 +67,17 @@ let package = Package(
                 path: "Shared/SMGStore", swiftSettings: strict),
         .target(name: "SMGDNS", dependencies: [nioCore, nioPosix, logging], path: "Shared/SMGDNS",
                 exclude: ["README.md"], swiftSettings: strict),
+        .target(name: "SMGAccounts", dependencies: ["SMGCore", "SMGStore", "SMGRedis", crypto, cryptoExtras],
+                path: "Shared/SMGAccounts", swiftSettings: strict),
         .target(name: "SMTPProtocol", dependencies: [nioCore], path: "Shared/SMTPProtocol",
                 swiftSettings: strict),
-        .target(name: "SMTPServer", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
+        .target(name: "SMTPServer", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, nioSSL, logging],
                 path: "Shared/SMTPServer", swiftSettings: strict),
         .target(name: "SMTPClient", dependencies: ["SMTPProtocol", nioCore, nioPosix, logging],
                 path: "Shared/SMTPClient", swiftSettings: strict),
         .target(name: "SMGRuntime",
                 dependencies: [
-                    "SMGCore", "SMGStore", "SMGBus", "SMGRedis", "SMGSync", logging, lifecycle, nioCore, nioPosix, argumentParser,
+                    "SMGCore", "SMGStore", "SMGBus", "SMGRedis", "SMGSync", "SMGDNS", logging, lifecycle, nioCore, nioPosix, argumentParser,
                     .product(name: "NIOHTTP1", package: "swift-nio"),
                     .product(name: "Metrics", package: "swift-metrics"),
                     .product(name: "Prometheus", package: "swift-prometheus"),
@@ -83,13 +90,13 @@ let package = Package(
                 path: "Shared/SMGDelivery", swiftSettings: strict),
 
         // Services: small mains.
-        service("smg-ingress", "ingress", ["SMGSync", "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
+        service("smg-ingress", "ingress", ["SMGSync", "SMGAccounts", "SMGDNS", nioSSL, crypto, "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
         service("smg-scanner", "scanner"),
         service("smg-classifier", "classifier"),
         service("smg-signer", "signer"),
         service("smg-egress-good", "egress-good", ["SMGDelivery"]),
         service("smg-egress-bad", "egress-bad", ["SMGDelivery"]),
-        service("smgctl", "smgctl", ["SMGStore", "SMGBus", "SMGRedis"]),
+        service("smgctl", "smgctl", ["SMGStore", "SMGBus", "SMGRedis", "SMGAccounts", nioSSL, crypto]),
 
         // Benchmarks (run with -c release; see bench/README.md).
         .executableTarget(name: "smg-dns-bench", dependencies: ["SMGDNS", logging], path: "bench/dns",

@@ -3,6 +3,8 @@ import SMGSync
 import SMGRuntime
 import SMGStore
 import SMGBus
+import SMGAccounts
+import SMGDNS
 import SMTPServer
 import SMTPProtocol
 import NIOCore
@@ -22,59 +24,193 @@ final class IngressDelegate: SMTPServerDelegate {
     let allow: NetworkList
     let maxPending: Int
     let redriveAfter: Int
+    let maxConnections: Int
+    let maxConnectionsPerIP: Int
+    let requireAuth: Bool
+    let checkSenderDomain: Bool
+    let stripNames: Set<String>
+    let receivedShowsClient: Bool
+    let authenticator: Authenticator
+    let rateLimiter: RateLimiter
+    let dns: DNSChecks
     let pending = Locked(0)
+    let connections = Locked<(total: Int, perIP: [String: Int])>((0, [:]))
     let accepted = Counter(label: "smg_ingress_accepted_total")
-    let refused = Counter(label: "smg_ingress_refused_total")
     let storeFailures = Counter(label: "smg_ingress_store_failures_total")
 
-    init(process: GatewayProcess, producer: BusPusher) throws {
+    init(process: GatewayProcess, producer: BusPusher, authenticator: Authenticator, rateLimiter: RateLimiter,
+         resolver: DNSResolver) throws {
         self.process = process
         self.producer = producer
-        hostname = try process.config.get(IngressKeys.hostname)
-        allow = try process.config.get(IngressKeys.allowNetworks)
-        maxPending = try process.config.get(IngressKeys.maxPending)
-        redriveAfter = try process.config.get(StageKeys.redriveAfter).milliseconds
+        self.authenticator = authenticator
+        self.rateLimiter = rateLimiter
+        dns = DNSChecks(resolver: resolver)
+        let config = process.config
+        hostname = try config.get(IngressKeys.hostname)
+        allow = try config.get(IngressKeys.allowNetworks)
+        maxPending = try config.get(IngressKeys.maxPending)
+        redriveAfter = try config.get(StageKeys.redriveAfter).milliseconds
+        maxConnections = try config.get(IngressKeys.maxConnections)
+        maxConnectionsPerIP = try config.get(IngressKeys.maxConnectionsPerIP)
+        requireAuth = try config.get(IngressKeys.requireAuth)
+        checkSenderDomain = try config.get(IngressKeys.checkSenderDomain)
+        receivedShowsClient = try config.get(IngressKeys.receivedShowsClient)
+        var names = Set(try config.get(IngressKeys.stripHeaders).split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty })
+        if try config.get(IngressKeys.stripReceived) { names.insert("received") }
+        stripNames = names
     }
+
+    // MARK: connection (R2 listener allowlist, R3 limits)
 
     func connectionOpened(_ session: SMTPSessionInfo) async -> SMTPReply? {
         let ip = session.remoteAddress?.ipAddress ?? ""
+        let (total, fromIP) = connections.withLock { state -> (Int, Int) in
+            state.total += 1
+            state.perIP[ip, default: 0] += 1
+            return (state.total, state.perIP[ip]!)
+        }
         guard allow.contains(ip) else {
-            refused.increment()
-            await recordRefusal(session, reason: "client network not allowed", reply: "554 5.7.1")
-            return SMTPReply(code: 554, enhanced: "5.7.1", lines: ["Access denied"])
+            await refuse(session, Refusal(reply: SMTPReply(code: 554, enhanced: "5.7.1", "Access denied"),
+                                          reason: "client network not allowed on this listener"))
+            return SMTPReply(code: 554, enhanced: "5.7.1", "Access denied")
+        }
+        if total > maxConnections {
+            let refusal = Refusal(reply: SMTPReply(code: 421, enhanced: "4.7.0", "\(hostname) Too many connections, try again later"),
+                                  reason: "global connection limit")
+            await refuse(session, refusal)
+            return refusal.reply
+        }
+        if fromIP > maxConnectionsPerIP {
+            let refusal = Refusal(reply: SMTPReply(code: 421, enhanced: "4.7.0", "\(hostname) Too many connections from your host"),
+                                  reason: "per-IP connection limit")
+            await refuse(session, refusal)
+            return refusal.reply
         }
         return nil
     }
 
+    func connectionClosed(_ session: SMTPSessionInfo) async {
+        let ip = session.remoteAddress?.ipAddress ?? ""
+        connections.withLock { state in
+            state.total -= 1
+            let left = (state.perIP[ip] ?? 1) - 1
+            state.perIP[ip] = left > 0 ? left : nil
+        }
+    }
+
+    // MARK: AUTH (R1)
+
+    func authenticate(_ session: SMTPSessionInfo, username: String, password: String) async -> SMTPReply? {
+        let ip = session.remoteAddress?.ipAddress ?? ""
+        do {
+            switch try await authenticator.check(login: username, password: password, ip: ip) {
+            case .success(let account):
+                process.logger.info("authenticated", metadata: ["login": .string(account.login),
+                                                                 "customer": .string(account.customer),
+                                                                 "client": .string(ip), "session": .string(session.id)])
+                return nil
+            case .failure:
+                await refuse(session, Refusal(reply: SMTPReply(.authFailed), reason: "wrong credentials",
+                                              eventType: "rejected.auth"), login: username)
+                return SMTPReply(.authFailed)
+            case .throttled:
+                let reply = SMTPReply(code: 454, enhanced: "4.7.0", "Too many failed logins, try again later")
+                await refuse(session, Refusal(reply: reply, reason: "too many failed logins", eventType: "rejected.auth"),
+                             login: username)
+                return reply
+            }
+        } catch {
+            process.logger.error("cannot check credentials", metadata: ["error": "\(error)"])
+            return SMTPReply(.authTemporaryFailure)
+        }
+    }
+
+    // MARK: MAIL (R2, R4, R5, R6, R7)
+
     func mailFrom(_ session: SMTPSessionInfo, reversePath: String, parameters: [String: String]) async -> SMTPReply? {
         if pending.withLock({ $0 }) > maxPending {
-            refused.increment()
-            return SMTPReply(code: 451, enhanced: "4.3.2", lines: ["System busy, try again later"])
+            return SMTPReply(code: 451, enhanced: "4.3.2", "System busy, try again later")
         }
-        return nil
+        do {
+            try await checkSender(session, reversePath: reversePath, size: parameters["SIZE"].flatMap { Int($0) })
+            return nil
+        } catch let refusal as Refusal {
+            await refuse(session, refusal, login: session.authenticatedAs, sender: reversePath)
+            return refusal.reply
+        } catch {
+            process.logger.error("policy check failed", metadata: ["error": "\(error)"])
+            return Refusal.temporary("policy check failed").reply
+        }
+    }
+
+    func checkSender(_ session: SMTPSessionInfo, reversePath: String, size: Int?) async throws {
+        let ip = session.remoteAddress?.ipAddress ?? ""
+        guard let login = session.authenticatedAs else {
+            // Only reachable with ingress.require_auth off (trusted relay networks).
+            if checkSenderDomain, !reversePath.isEmpty, let refusal = await dns.senderDomain(Address.domain(of: reversePath)) {
+                throw refusal
+            }
+            return
+        }
+        guard let (_, customer) = try await authenticator.customer(forLogin: login), !customer.disabled else {
+            throw Refusal.accountUnavailable()
+        }
+        guard customer.networkList.contains(ip) else { throw Refusal.networkNotAllowed() }
+        if customer.requireTLS && !session.tls { throw Refusal.tlsRequired() }
+        if !reversePath.isEmpty && !customer.ownsSender(reversePath) { throw Refusal.senderNotOwned() }
+        if let size, let limit = customer.maxMessageSize, size > limit { throw Refusal.tooBig() }
+        if checkSenderDomain, !reversePath.isEmpty, let refusal = await dns.senderDomain(Address.domain(of: reversePath)) {
+            throw refusal
+        }
+        if customer.reverseDNSCheck, let refusal = await dns.reverseDNS(ip) { throw refusal }
+        if let limit = customer.rateLimitPerMinute {
+            guard try await rateLimiter.allow(customer: customer.id, perMinute: limit) else { throw Refusal.rateLimited() }
+        }
     }
 
     func rcptTo(_ session: SMTPSessionInfo, envelope: SMTPEnvelope, forwardPath: String,
                 parameters: [String: String]) async -> SMTPReply? {
-        nil
+        guard let login = session.authenticatedAs,
+              let (_, customer) = try? await authenticator.customer(forLogin: login),
+              let limit = customer.maxRecipients, envelope.recipients.count >= limit
+        else { return nil }
+        return Refusal.tooManyRecipients().reply
     }
 
+    // MARK: DATA: durable accept
+
     func dataReceived(_ session: SMTPSessionInfo, envelope: SMTPEnvelope, message: ByteBuffer) async -> SMTPReply {
+        var customerID: String?
+        if let login = session.authenticatedAs {
+            guard let (_, customer) = try? await authenticator.customer(forLogin: login) else {
+                return Refusal.temporary("customer lookup failed").reply
+            }
+            if let limit = customer.maxMessageSize, message.readableBytes > limit {
+                await refuse(session, Refusal.tooBig(), login: login, sender: envelope.reversePath)
+                return Refusal.tooBig().reply
+            }
+            customerID = customer.id
+        }
         let id = MessageID.make()
         var logger = process.logger
         logger[metadataKey: "msgid"] = .string(id.rawValue)
         let now = Date()
         var body = Array(receivedHeader(id: id, session: session, envelope: envelope, date: now).utf8)
-        body.append(contentsOf: message.readableBytesView)
+        body.append(contentsOf: HeaderHygiene.strip(message.readableBytesView, removing: stripNames))
         let facts = SubmissionFacts(
             clientAddress: session.remoteAddress?.ipAddress ?? "", heloName: session.heloName, tls: session.tls,
-            authenticatedAs: nil, site: process.site, ingress: process.instance, receivedAt: now, size: body.count)
-        let env = Envelope(customer: nil, sender: envelope.reversePath,
+            tlsVersion: session.tlsVersion, authenticatedAs: session.authenticatedAs, site: process.site,
+            ingress: process.instance, receivedAt: now, size: body.count)
+        let env = Envelope(customer: customerID, sender: envelope.reversePath,
                            recipients: envelope.recipients.map { Recipient(address: $0) }, submission: facts)
-        let event = process.event(EventType.accepted, id: id, facts: [
+        var eventFacts: [String: JSONValue] = [
             "sender": .string(envelope.reversePath), "recipients": .int(envelope.recipients.count),
             "size": .int(body.count), "tls": .bool(session.tls), "session": .string(session.id),
-        ])
+        ]
+        if let customerID { eventFacts["customer"] = .string(customerID) }
+        if let login = session.authenticatedAs { eventFacts["login"] = .string(login) }
+        let event = process.event(EventType.accepted, id: id, facts: eventFacts)
         do {
             try await process.store.accept(id: id, envelope: env, body: body, event: event, topic: Topic.accepted,
                                            redriveAfterMilliseconds: redriveAfter)
@@ -95,20 +231,26 @@ final class IngressDelegate: SMTPServerDelegate {
         return SMTPReply(code: 250, enhanced: "2.0.0", lines: ["Ok: queued as \(id)"])
     }
 
-    func connectionClosed(_ session: SMTPSessionInfo) async {}
-
-    func recordRefusal(_ session: SMTPSessionInfo, reason: String, reply: String) async {
-        let event = process.event(EventType.rejectedPolicy, id: nil, facts: [
-            "client": .string(session.remoteAddress?.ipAddress ?? ""), "reason": .string(reason), "reply": .string(reply),
-        ])
-        try? await process.record([event])
+    /// Records a refusal as an event (`rejected.policy`, `rejected.auth`, `ratelimit.hit`) and a metric.
+    func refuse(_ session: SMTPSessionInfo, _ refusal: Refusal, login: String? = nil, sender: String? = nil) async {
+        Counter(label: "smg_ingress_refused_total", dimensions: [("reason", refusal.reason)]).increment()
+        var facts: [String: JSONValue] = [
+            "client": .string(session.remoteAddress?.ipAddress ?? ""), "reason": .string(refusal.reason),
+            "reply": .string(refusal.reply.description), "session": .string(session.id),
+        ]
+        if let login { facts["login"] = .string(login) }
+        if let sender { facts["sender"] = .string(sender) }
+        process.logger.notice("refused", metadata: ["reason": .string(refusal.reason), "session": .string(session.id),
+                                                    "reply": .string(refusal.reply.description)])
+        try? await process.record([process.event(refusal.eventType, id: nil, facts: facts)])
     }
 
     /// Our Received header. It names the customer's HELO but not its IP address (R8: the
     /// customer's original address is not shown to recipients).
     func receivedHeader(id: MessageID, session: SMTPSessionInfo, envelope: SMTPEnvelope, date: Date) -> String {
-        let helo = (session.heloName ?? "unknown").filter { $0.isASCII && !$0.isWhitespace && $0 != ";" }
-        let with = session.tls ? "ESMTPS" : "ESMTP"
+        var helo = (session.heloName ?? "unknown").filter { $0.isASCII && !$0.isWhitespace && $0 != ";" && $0 != "(" && $0 != ")" }
+        if receivedShowsClient, let ip = session.remoteAddress?.ipAddress { helo += " ([\(ip)])" }
+        let with = (session.tls ? "ESMTPS" : "ESMTP") + (session.authenticatedAs != nil ? "A" : "")
         let forClause = envelope.recipients.count == 1 ? "\r\n\tfor <\(envelope.recipients[0])>" : ""
         return "Received: from \(helo)\r\n\tby \(hostname) (smg-ingress) with \(with) id \(id)\(forClause);\r\n\t\(RFC5322Date.format(date))\r\n"
     }
@@ -124,20 +266,31 @@ final class IngressDelegate: SMTPServerDelegate {
 
 /// Runs the SMTP listener until SIGTERM, then stops accepting and lets sessions finish.
 struct IngressService: Service {
+    struct Listener {
+        var host: String
+        var port: Int
+        var configuration: SMTPServerConfiguration
+    }
     let process: GatewayProcess
     let delegate: IngressDelegate
-    let configuration: SMTPServerConfiguration
-    let host: String
-    let port: Int
+    let listeners: [Listener]
 
     func run() async throws {
-        let server = try await SMTPServer.start(host: host, port: port, configuration: configuration,
-                                                delegate: delegate, group: process.group, logger: process.logger)
-        process.logger.info("SMTP listening", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? "?")"])
+        var servers: [SMTPServer] = []
+        for listener in listeners {
+            let server = try await SMTPServer.start(host: listener.host, port: listener.port,
+                                                    configuration: listener.configuration, delegate: delegate,
+                                                    group: process.group, logger: process.logger)
+            process.logger.info("SMTP listening", metadata: [
+                "address": "\(server.localAddress.map { "\($0)" } ?? "?")",
+                "tls": .string(listener.configuration.implicitTLS ? "implicit" : listener.configuration.tls != nil ? "starttls" : "none"),
+            ])
+            servers.append(server)
+        }
         let watcher = Task { await delegate.watchPending() }
         try? await gracefulShutdown()
         watcher.cancel()
-        try await server.close()
+        for server in servers { try await server.close() }
     }
 }
 

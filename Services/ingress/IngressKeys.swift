@@ -3,15 +3,45 @@ import SMGCore
 
 enum IngressKeys {
     static let listen = ConfigKey<String>.string(
-        "ingress.listen", default: "127.0.0.1:2525", help: "host:port of the SMTP submission listener.",
+        "ingress.listen", default: "127.0.0.1:2525", help: "host:port of the SMTP submission listener (STARTTLS).",
         validate: { HostPort.parse($0) == nil ? "expected host:port" : nil })
+    static let implicitTLSListen = ConfigKey<String>.string(
+        "ingress.implicit_tls_listen", default: "",
+        help: "host:port of a second listener with TLS from the first byte (like port 465); empty = off. Needs a certificate.",
+        validate: { $0.isEmpty || HostPort.parse($0) != nil ? nil : "expected host:port" })
     static let hostname = ConfigKey<String>.string(
         "ingress.hostname", default: "smg.localdomain", help: "Name in the greeting, EHLO reply and Received header.")
+    static let tlsCertificate = ConfigKey<String>.string(
+        "ingress.tls_certificate", default: "", help: "PEM certificate chain for STARTTLS / implicit TLS; empty = no TLS.")
+    static let tlsKey = ConfigKey<String>.string(
+        "ingress.tls_key", default: "", help: "PEM private key of ingress.tls_certificate.")
+    static let requireAuth = ConfigKey<Bool>.bool(
+        "ingress.require_auth", default: true,
+        help: "MAIL needs a successful AUTH (R1). Turning it off makes every allowed network a relay: only for trusted networks.")
+    static let allowPlaintextAuth = ConfigKey<Bool>.bool(
+        "ingress.allow_plaintext_auth", default: false,
+        help: "Offer AUTH on sessions without TLS (R1 says only over TLS unless an operator explicitly allows it).")
     static let maxMessageSize = ConfigKey<Int>.size(
         "ingress.max_message_size", default: "50M", range: 1024...1_073_741_824,
         help: "Largest message accepted (announced as SIZE, enforced during DATA: 552 5.3.4).")
     static let maxRecipients = ConfigKey<Int>.int(
         "ingress.max_recipients", default: 100, range: 1...100_000, help: "Recipients per message (beyond: 452 4.5.3).")
+    static let maxCommands = ConfigKey<Int>.int(
+        "ingress.max_commands", default: 10_000, range: 10...10_000_000, help: "Commands per connection (beyond: 421 4.7.0).")
+    static let maxErrors = ConfigKey<Int>.int(
+        "ingress.max_errors", default: 20, range: 1...10_000, help: "Protocol errors per connection (then 421 4.7.0).")
+    static let commandTimeout = ConfigKey.duration(
+        "ingress.command_timeout", default: "5m", min: .seconds(1), max: .seconds(3600),
+        help: "Idle time allowed while waiting for a command (then 421 4.4.2).")
+    static let dataTimeout = ConfigKey.duration(
+        "ingress.data_timeout", default: "3m", min: .seconds(1), max: .seconds(3600),
+        help: "Idle time allowed between chunks of DATA (slow clients get 421 4.4.2).")
+    static let maxConnections = ConfigKey<Int>.int(
+        "ingress.max_connections", default: 1000, range: 1...1_000_000,
+        help: "Simultaneous connections of this process (R3); more get 421 4.7.0 and are closed.")
+    static let maxConnectionsPerIP = ConfigKey<Int>.int(
+        "ingress.max_connections_per_ip", default: 50, range: 1...1_000_000,
+        help: "Simultaneous connections from one client IP (R3); more get 421 4.7.0.")
     static let maxPending = ConfigKey<Int>.int(
         "ingress.max_pending", default: 100_000, range: 1...100_000_000,
         help: "Backpressure: while more messages than this wait for the scanners, MAIL gets 451 4.3.2.")
@@ -20,9 +50,33 @@ enum IngressKeys {
         help: "Listener-wide allowlist: clients from other networks get 554 5.7.1 at connect.") { text in
         do { return .success(try NetworkList(parsing: text)) } catch { return .failure(ConfigProblem("\(error)")) }
     }
+    static let checkSenderDomain = ConfigKey<Bool>.bool(
+        "ingress.check_sender_domain", default: true,
+        help: "R5: the sender's domain must have MX or A/AAAA (else 550 5.7.1 Sender Domain must resolve).")
+    static let authFailuresPerIP = ConfigKey<Int>.int(
+        "ingress.auth_failures_per_ip", default: 10, range: 1...100_000,
+        help: "Failed logins from one IP within auth_failure_window before AUTH is refused (454 4.7.0).")
+    static let authFailuresPerLogin = ConfigKey<Int>.int(
+        "ingress.auth_failures_per_login", default: 20, range: 1...100_000,
+        help: "Failed logins for one username within auth_failure_window before AUTH is refused.")
+    static let authFailureWindow = ConfigKey.duration(
+        "ingress.auth_failure_window", default: "10m", min: .seconds(1), max: .seconds(86400),
+        help: "How long failed logins count.")
+    static let stripHeaders = ConfigKey<String>.string(
+        "ingress.strip_headers", default: "X-Originating-IP,X-Forwarded-For,X-Real-IP,X-Client-IP,X-Sender-IP",
+        help: "Header fields removed from submitted mail (R8: they reveal the customer's addresses).")
+    static let stripReceived = ConfigKey<Bool>.bool(
+        "ingress.strip_received", default: true,
+        help: "Remove the customer's own Received headers (R8: internal hosts and IPs); ours is added without the client IP.")
+    static let receivedShowsClient = ConfigKey<Bool>.bool(
+        "ingress.received_shows_client_ip", default: false, help: "Put the client's IP into our Received header (R8: off).")
 
     static let all: [AnyConfigKey] = [
-        listen.erased, hostname.erased, maxMessageSize.erased, maxRecipients.erased, maxPending.erased,
-        allowNetworks.erased, StageKeys.redriveAfter.erased,
-    ]
+        listen.erased, implicitTLSListen.erased, hostname.erased, tlsCertificate.erased, tlsKey.erased,
+        requireAuth.erased, allowPlaintextAuth.erased, maxMessageSize.erased, maxRecipients.erased, maxCommands.erased,
+        maxErrors.erased, commandTimeout.erased, dataTimeout.erased, maxConnections.erased, maxConnectionsPerIP.erased,
+        maxPending.erased, allowNetworks.erased, checkSenderDomain.erased, authFailuresPerIP.erased,
+        authFailuresPerLogin.erased, authFailureWindow.erased, stripHeaders.erased, stripReceived.erased,
+        receivedShowsClient.erased, StageKeys.redriveAfter.erased,
+    ] + DNSKeys.all
 }

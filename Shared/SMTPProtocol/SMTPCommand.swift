@@ -14,6 +14,10 @@ public enum SMTPCommand: Sendable, Hashable {
     case quit
     case vrfy(String)
     case help(String?)
+    /// RFC 3207.
+    case starttls
+    /// RFC 4954: mechanism upper-cased; the initial response as sent (base64 or `=`), if any.
+    case auth(mechanism: String, initialResponse: String?)
 }
 
 /// Why a command line was refused; `status` selects the reply from `SMTPStatus.table`.
@@ -72,6 +76,17 @@ public enum SMTPCommandParser {
         case "HELP":
             let argument = String(decoding: rest, as: UTF8.self).trimmingSpaces
             return .success(.help(argument.isEmpty ? nil : argument))
+        case "STARTTLS":
+            if hasArgument {
+                return .failure(SMTPCommandError(.parameterSyntax, "STARTTLS takes no argument"))
+            }
+            return .success(.starttls)
+        case "AUTH":
+            let words = String(decoding: rest, as: UTF8.self).split(separator: " ", omittingEmptySubsequences: true)
+            guard (1...2).contains(words.count), words[0].utf8.count <= 20 else {
+                return .failure(SMTPCommandError(.parameterSyntax, "AUTH mechanism [initial-response]"))
+            }
+            return .success(.auth(mechanism: words[0].uppercased(), initialResponse: words.count == 2 ? String(words[1]) : nil))
         default:
             return .failure(SMTPCommandError(.syntaxError, "unknown verb"))
         }

@@ -48,7 +48,8 @@ public struct SMTPReply: Sendable, Hashable, CustomStringConvertible {
             var text = body
             if let enhanced { text = body.isEmpty ? enhanced : "\(enhanced) \(body)" }
             if text.isEmpty {
-                out += separator == "-" ? "\(codeString)-\r\n" : "\(codeString)\r\n"
+                // RFC 4954: an empty SASL challenge is "334 " with its space.
+                out += separator == "-" ? "\(codeString)-\r\n" : code == 334 ? "334 \r\n" : "\(codeString)\r\n"
             } else {
                 out += "\(codeString)\(separator)\(text)\r\n"
             }

@@ -1,4 +1,5 @@
 public import NIOCore
+import Foundation
 
 /// The envelope of one mail transaction.
 public struct SMTPEnvelope: Sendable, Hashable {
@@ -38,15 +39,32 @@ public struct SMTPServerStateMachine: Sendable {
         public var maxErrors: Int
         /// Advertise and accept SMTPUTF8 (RFC 6531).
         public var smtpUTF8: Bool
+        /// STARTTLS can be offered (the I/O layer has a TLS context).
+        public var tlsAvailable: Bool
+        /// SASL mechanisms offered (`PLAIN`, `LOGIN`); empty = no AUTH.
+        public var authMechanisms: [String]
+        /// Offer AUTH without TLS (only when an operator explicitly allows it; R1).
+        public var allowPlaintextAuth: Bool
+        /// MAIL is refused with 530 5.7.0 until the client has authenticated (no open relay).
+        public var requireAuth: Bool
+        /// Commands per connection before 421 4.7.0 and close.
+        public var maxCommands: Int
 
         public init(hostname: String, greetingText: String = "ESMTP", maxMessageSize: Int = 25 * 1024 * 1024,
-                    maxRecipients: Int = 100, maxErrors: Int = 20, smtpUTF8: Bool = true) {
+                    maxRecipients: Int = 100, maxErrors: Int = 20, smtpUTF8: Bool = true, tlsAvailable: Bool = false,
+                    authMechanisms: [String] = [], allowPlaintextAuth: Bool = false, requireAuth: Bool = false,
+                    maxCommands: Int = 10_000) {
             self.hostname = hostname
             self.greetingText = greetingText
             self.maxMessageSize = maxMessageSize
             self.maxRecipients = maxRecipients
             self.maxErrors = maxErrors
             self.smtpUTF8 = smtpUTF8
+            self.tlsAvailable = tlsAvailable
+            self.authMechanisms = authMechanisms
+            self.allowPlaintextAuth = allowPlaintextAuth
+            self.requireAuth = requireAuth
+            self.maxCommands = maxCommands
         }
     }
 
@@ -73,6 +91,10 @@ public struct SMTPServerStateMachine: Sendable {
         case timeout
         /// The server is shutting down: close as soon as no transaction is open.
         case shutdown
+        /// The I/O layer installed TLS after `startTLS`: the session starts over (RFC 3207 §4.2).
+        case tlsStarted
+        /// The delegate's answer to `askAuth`: nil = credentials accepted.
+        case authDecision(SMTPReply?)
     }
 
     public enum Action: Sendable, Hashable {
@@ -82,6 +104,11 @@ public struct SMTPServerStateMachine: Sendable {
         case askData(envelope: SMTPEnvelope, message: ByteBuffer)
         /// Switch the input to DATA mode (after the 354 was sent).
         case startData
+        /// Flush the 220, then install TLS, DISCARD every byte received so far (nothing pipelined
+        /// in plaintext may be executed after the handshake, CVE-2011-0411), and feed `tlsStarted`.
+        case startTLS
+        /// Check these credentials (decoded from SASL PLAIN or LOGIN).
+        case askAuth(username: String, password: String)
         /// Flush what was sent, then close the connection.
         case close
     }
@@ -91,6 +118,15 @@ public struct SMTPServerStateMachine: Sendable {
         case mail(String, [String: String])
         case rcpt(String)
         case data
+        case tls
+        case auth(String)
+    }
+
+    /// A SASL exchange in progress: the next line is a response, not a command.
+    enum AuthExchange: Sendable, Hashable {
+        case plain
+        case loginUsername
+        case loginPassword(String)
     }
 
     public let configuration: Configuration
@@ -98,11 +134,23 @@ public struct SMTPServerStateMachine: Sendable {
     public private(set) var heloName: String?
     public private(set) var envelope: SMTPEnvelope?
     public private(set) var errorCount = 0
+    public private(set) var commandCount = 0
+    /// The session is TLS protected (after STARTTLS, or from the start on an implicit-TLS port).
+    public private(set) var tlsActive: Bool
+    /// The SASL username once AUTH succeeded.
+    public private(set) var authenticatedAs: String?
     private var pending: Pending? = .connection
+    private var authExchange: AuthExchange?
     private var shutdownRequested = false
 
-    public init(configuration: Configuration) {
+    public init(configuration: Configuration, tlsActive: Bool = false) {
         self.configuration = configuration
+        self.tlsActive = tlsActive
+    }
+
+    /// AUTH may be offered and used now (R1: only over TLS unless explicitly allowed).
+    public var authAllowedNow: Bool {
+        !configuration.authMechanisms.isEmpty && (tlsActive || configuration.allowPlaintextAuth)
     }
 
     public var isAwaitingDecision: Bool { pending != nil }
@@ -114,6 +162,10 @@ public struct SMTPServerStateMachine: Sendable {
     public var extensions: [String] {
         var list = ["PIPELINING", "SIZE \(configuration.maxMessageSize)", "8BITMIME", "ENHANCEDSTATUSCODES"]
         if configuration.smtpUTF8 { list.append("SMTPUTF8") }
+        if configuration.tlsAvailable && !tlsActive { list.append("STARTTLS") }
+        if authAllowedNow && authenticatedAs == nil {
+            list.append("AUTH " + configuration.authMechanisms.joined(separator: " "))
+        }
         return list
     }
 
@@ -151,7 +203,14 @@ public struct SMTPServerStateMachine: Sendable {
             switch event {
             case .tooLong: return protocolError(.lineTooLong)
             case .bareLineFeed: return protocolError(.bareLineFeed)
+            case .line(let bytes) where authExchange != nil:
+                return authResponse(bytes)
             case .line(let bytes):
+                commandCount += 1
+                if commandCount > configuration.maxCommands {
+                    state = .quit
+                    return [.send(SMTPReply(.tooManyCommands, hostname: configuration.hostname)), .close]
+                }
                 switch SMTPCommandParser.parse(bytes) {
                 case .success(let command): return process(.command(command))
                 case .failure(let error): return process(.invalidCommand(error))
@@ -195,7 +254,95 @@ public struct SMTPServerStateMachine: Sendable {
             pending = nil
             resetTransaction()
             return [.send(reply)]
+        case .tlsStarted:
+            guard pending == .tls else { return unexpected() }
+            pending = nil
+            tlsActive = true
+            // RFC 3207 §4.2: forget everything learnt before the handshake.
+            state = .greeting
+            heloName = nil
+            envelope = nil
+            authenticatedAs = nil
+            authExchange = nil
+            return []
+        case .authDecision(let reply):
+            guard case .auth(let username) = pending else { return unexpected() }
+            pending = nil
+            if let reply, !reply.isPositiveCompletion { return [.send(reply)] }
+            authenticatedAs = username
+            return [.send(reply ?? SMTPReply(.authSucceeded))]
         }
+    }
+
+    private mutating func handleAuth(mechanism: String, initialResponse: String?) -> [Action] {
+        switch state {
+        case .greeting: return protocolError(.needHelo)
+        case .inMail, .inRcpt, .inData: return protocolError(.badSequence)
+        default: break
+        }
+        if configuration.authMechanisms.isEmpty { return protocolError(.authNotAvailable) }
+        if authenticatedAs != nil { return protocolError(.authAlreadyDone) }
+        if !authAllowedNow { return [.send(SMTPReply(.authNeedsEncryption))] }
+        guard configuration.authMechanisms.contains(mechanism) else { return protocolError(.authMechanismUnknown) }
+        switch mechanism {
+        case "PLAIN":
+            guard let initialResponse else {
+                authExchange = .plain
+                return [.send(SMTPReply(code: 334, lines: [""]))]
+            }
+            return plainCredentials(initialResponse)
+        case "LOGIN":
+            guard let initialResponse else {
+                authExchange = .loginUsername
+                return [.send(SMTPReply(code: 334, lines: ["VXNlcm5hbWU6"]))]
+            }
+            guard let user = Self.decodeBase64(initialResponse) else { return protocolError(.authBadResponse) }
+            authExchange = .loginPassword(String(decoding: user, as: UTF8.self))
+            return [.send(SMTPReply(code: 334, lines: ["UGFzc3dvcmQ6"]))]
+        default:
+            return protocolError(.authMechanismUnknown)
+        }
+    }
+
+    /// A line during a SASL exchange: the client's base64 response, or `*` to cancel.
+    private mutating func authResponse(_ bytes: [UInt8]) -> [Action] {
+        let exchange = authExchange
+        authExchange = nil
+        let text = String(decoding: bytes, as: UTF8.self)
+        if text == "*" { return [.send(SMTPReply(.authCancelled))] }
+        switch exchange {
+        case .plain:
+            return plainCredentials(text)
+        case .loginUsername:
+            guard let user = Self.decodeBase64(text) else { return protocolError(.authBadResponse) }
+            authExchange = .loginPassword(String(decoding: user, as: UTF8.self))
+            return [.send(SMTPReply(code: 334, lines: ["UGFzc3dvcmQ6"]))]
+        case .loginPassword(let user):
+            guard let password = Self.decodeBase64(text) else { return protocolError(.authBadResponse) }
+            pending = .auth(user)
+            return [.askAuth(username: user, password: String(decoding: password, as: UTF8.self))]
+        case nil:
+            return unexpected()
+        }
+    }
+
+    /// SASL PLAIN (RFC 4616): authzid NUL authcid NUL passwd; authzid must be empty or the same user.
+    private mutating func plainCredentials(_ response: String) -> [Action] {
+        guard let bytes = Self.decodeBase64(response) else { return protocolError(.authBadResponse) }
+        let parts = bytes.split(separator: 0, maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[1].isEmpty else { return protocolError(.authBadResponse) }
+        let authzid = String(decoding: parts[0], as: UTF8.self)
+        let user = String(decoding: parts[1], as: UTF8.self)
+        guard authzid.isEmpty || authzid == user else { return [.send(SMTPReply(.authFailed))] }
+        pending = .auth(user)
+        return [.askAuth(username: user, password: String(decoding: parts[2], as: UTF8.self))]
+    }
+
+    /// Strict base64 (`=` alone is the empty response, RFC 4954 §4); nil when malformed.
+    static func decodeBase64(_ text: String) -> [UInt8]? {
+        if text == "=" { return [] }
+        guard text.utf8.count <= 4096, let data = Data(base64Encoded: text) else { return nil }
+        return Array(data)
     }
 
     private mutating func handleCommand(_ command: SMTPCommand) -> [Action] {
@@ -216,6 +363,7 @@ public struct SMTPServerStateMachine: Sendable {
             case .inMail, .inRcpt: return protocolError(.nestedMail)
             default: break
             }
+            if configuration.requireAuth && authenticatedAs == nil { return [.send(SMTPReply(.authRequired))] }
             for (keyword, value) in parameters {
                 switch keyword {
                 case "SIZE":
@@ -275,6 +423,18 @@ public struct SMTPServerStateMachine: Sendable {
             return [.send(SMTPReply(.cannotVerify))]
         case .help:
             return [.send(SMTPReply(.help))]
+        case .starttls:
+            guard configuration.tlsAvailable else { return [.send(SMTPReply(.tlsNotAvailable))] }
+            if tlsActive { return protocolError(.tlsAlreadyActive) }
+            switch state {
+            case .greeting: return protocolError(.needHelo)
+            case .inMail, .inRcpt, .inData: return protocolError(.badSequence)
+            default: break
+            }
+            pending = .tls
+            return [.send(SMTPReply(.readyToStartTLS)), .startTLS]
+        case .auth(let mechanism, let initialResponse):
+            return handleAuth(mechanism: mechanism, initialResponse: initialResponse)
         }
     }
 

@@ -37,6 +37,21 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
     public static let bareLineEndingInData = SMTPStatus("bare-line-ending-in-data")
     public static let tooManyRecipients = SMTPStatus("too-many-recipients")
     public static let storageFailure = SMTPStatus("storage-failure")
+    // TLS and authentication (RFC 3207, RFC 4954)
+    public static let readyToStartTLS = SMTPStatus("ready-to-start-tls")
+    public static let tlsNotAvailable = SMTPStatus("tls-not-available")
+    public static let tlsAlreadyActive = SMTPStatus("tls-already-active")
+    public static let authSucceeded = SMTPStatus("auth-succeeded")
+    public static let authFailed = SMTPStatus("auth-failed")
+    public static let authCancelled = SMTPStatus("auth-cancelled")
+    public static let authBadResponse = SMTPStatus("auth-bad-response")
+    public static let authMechanismUnknown = SMTPStatus("auth-mechanism-unknown")
+    public static let authNeedsEncryption = SMTPStatus("auth-needs-encryption")
+    public static let authAlreadyDone = SMTPStatus("auth-already-done")
+    public static let authRequired = SMTPStatus("auth-required")
+    public static let authTemporaryFailure = SMTPStatus("auth-temporary-failure")
+    public static let authNotAvailable = SMTPStatus("auth-not-available")
+    public static let tooManyCommands = SMTPStatus("too-many-commands")
     // Connection level (421 and close)
     public static let timeout = SMTPStatus("timeout")
     public static let tooManyErrors = SMTPStatus("too-many-errors")
@@ -70,6 +85,20 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
         .bareLineEndingInData: (554, "5.5.2", "Error: bare <CR> or <LF> in message data"),
         .tooManyRecipients: (452, "4.5.3", "Error: too many recipients"),
         .storageFailure: (451, "4.3.0", "Error: queue file write error"),
+        .readyToStartTLS: (220, "2.0.0", "Ready to start TLS"),
+        .tlsNotAvailable: (454, "4.7.0", "TLS not available"),
+        .tlsAlreadyActive: (503, "5.5.1", "Error: TLS already active"),
+        .authSucceeded: (235, "2.7.0", "Authentication successful"),
+        .authFailed: (535, "5.7.8", "Error: authentication failed"),
+        .authCancelled: (501, "5.0.0", "Authentication cancelled"),
+        .authBadResponse: (501, "5.5.2", "Error: invalid authentication response"),
+        .authMechanismUnknown: (504, "5.5.4", "Error: unsupported authentication mechanism"),
+        .authNeedsEncryption: (538, "5.7.11", "Encryption required for requested authentication mechanism"),
+        .authAlreadyDone: (503, "5.5.1", "Error: already authenticated"),
+        .authRequired: (530, "5.7.0", "Authentication required"),
+        .authTemporaryFailure: (454, "4.7.0", "Temporary authentication failure"),
+        .authNotAvailable: (502, "5.5.1", "Error: authentication not enabled"),
+        .tooManyCommands: (421, "4.7.0", "Error: too many commands"),
         .timeout: (421, "4.4.2", "Error: timeout exceeded"),
         .tooManyErrors: (421, "4.7.0", "Error: too many errors"),
         .shuttingDown: (421, "4.3.2", "Service shutting down, closing transmission channel"),
@@ -80,7 +109,8 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .syntaxError, .lineTooLong, .bareLineFeed, .invalidCharacter, .parameterSyntax,
              .senderSyntax, .recipientSyntax, .parameterNotImplemented, .needHelo, .needMail,
-             .needRecipient, .nestedMail, .badSequence, .utf8NotDeclared:
+             .needRecipient, .nestedMail, .badSequence, .utf8NotDeclared, .tlsAlreadyActive, .authBadResponse,
+             .authMechanismUnknown, .authAlreadyDone, .authNotAvailable:
             return true
         default:
             return false

@@ -1,6 +1,7 @@
 public import NIOCore
 import NIOPosix
 import NIOConcurrencyHelpers
+import NIOSSL
 public import Logging
 import SMTPProtocol
 
@@ -52,6 +53,9 @@ public final class SMTPServer: Sendable {
                     _ = children.withLockedValue { $0.removeValue(forKey: key) }
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    if configuration.implicitTLS, let tls = configuration.tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
                     let handler = SMTPServerHandler(configuration: configuration, delegate: delegate,
                                                     logger: logger, stats: stats, shuttingDown: isShuttingDown)
                     try channel.pipeline.syncOperations.addHandler(handler)

@@ -1,5 +1,6 @@
 @_exported public import SMTPProtocol
 public import NIOCore
+public import NIOSSL
 
 /// Settings of one SMTP listener. Defaults, bounds and meaning in one place.
 public struct SMTPServerConfiguration: Sendable {
@@ -28,6 +29,18 @@ public struct SMTPServerConfiguration: Sendable {
     public var smtpUTF8: Bool
     /// How long `close()` lets open transactions finish. Default 30 s.
     public var shutdownGracePeriod: TimeAmount
+    /// Server certificate and key; nil = no TLS (no STARTTLS, no implicit TLS).
+    public var tls: NIOSSLContext?
+    /// TLS from the first byte (submissions port 465, RFC 8314) instead of STARTTLS.
+    public var implicitTLS: Bool
+    /// SASL mechanisms offered (`PLAIN`, `LOGIN`); empty = no AUTH.
+    public var authMechanisms: [String]
+    /// Offer AUTH on unencrypted sessions (off: AUTH only after TLS, R1).
+    public var allowPlaintextAuth: Bool
+    /// Refuse MAIL with 530 5.7.0 until AUTH succeeded (never an open relay).
+    public var requireAuth: Bool
+    /// Commands per connection before 421 4.7.0. Default 10 000.
+    public var maxCommands: Int
 
     public init(
         hostname: String,
@@ -40,8 +53,20 @@ public struct SMTPServerConfiguration: Sendable {
         maxErrors: Int = 20,
         maxPipelineBuffer: Int = 64 * 1024,
         smtpUTF8: Bool = true,
-        shutdownGracePeriod: TimeAmount = .seconds(30)
+        shutdownGracePeriod: TimeAmount = .seconds(30),
+        tls: NIOSSLContext? = nil,
+        implicitTLS: Bool = false,
+        authMechanisms: [String] = [],
+        allowPlaintextAuth: Bool = false,
+        requireAuth: Bool = false,
+        maxCommands: Int = 10_000
     ) {
+        self.tls = tls
+        self.implicitTLS = implicitTLS && tls != nil
+        self.authMechanisms = authMechanisms
+        self.allowPlaintextAuth = allowPlaintextAuth
+        self.requireAuth = requireAuth
+        self.maxCommands = max(10, maxCommands)
         self.hostname = hostname
         self.greetingText = greetingText
         self.maxMessageSize = maxMessageSize
@@ -57,7 +82,9 @@ public struct SMTPServerConfiguration: Sendable {
 
     var stateMachineConfiguration: SMTPServerStateMachine.Configuration {
         .init(hostname: hostname, greetingText: greetingText, maxMessageSize: maxMessageSize,
-              maxRecipients: maxRecipients, maxErrors: maxErrors, smtpUTF8: smtpUTF8)
+              maxRecipients: maxRecipients, maxErrors: maxErrors, smtpUTF8: smtpUTF8,
+              tlsAvailable: tls != nil && !implicitTLS, authMechanisms: authMechanisms,
+              allowPlaintextAuth: allowPlaintextAuth, requireAuth: requireAuth, maxCommands: maxCommands)
     }
 }
 
@@ -69,15 +96,22 @@ public struct SMTPSessionInfo: Sendable {
     public var localAddress: SocketAddress?
     /// The last HELO/EHLO argument, nil before it.
     public var heloName: String?
-    /// Whether the connection is TLS protected (always false until STARTTLS exists).
+    /// Whether the connection is TLS protected (after STARTTLS or on an implicit-TLS port).
     public var tls: Bool
+    /// The negotiated TLS version (`TLSv1.3`), once known.
+    public var tlsVersion: String?
+    /// The SASL username after a successful AUTH.
+    public var authenticatedAs: String?
 
-    public init(id: String, remoteAddress: SocketAddress?, localAddress: SocketAddress?, heloName: String?, tls: Bool) {
+    public init(id: String, remoteAddress: SocketAddress?, localAddress: SocketAddress?, heloName: String?, tls: Bool,
+                tlsVersion: String? = nil, authenticatedAs: String? = nil) {
         self.id = id
         self.remoteAddress = remoteAddress
         self.localAddress = localAddress
         self.heloName = heloName
         self.tls = tls
+        self.tlsVersion = tlsVersion
+        self.authenticatedAs = authenticatedAs
     }
 }
 
@@ -95,4 +129,14 @@ public protocol SMTPServerDelegate: Sendable {
     func dataReceived(_ session: SMTPSessionInfo, envelope: SMTPEnvelope, message: ByteBuffer) async -> SMTPReply
     /// Called once per connection after it closed (also after aborted transactions).
     func connectionClosed(_ session: SMTPSessionInfo) async
+    /// Checks SASL credentials: nil → 235 2.7.0; otherwise the reply to send (535 5.7.8 for wrong
+    /// credentials, 454 4.7.0 when temporarily unable to check).
+    func authenticate(_ session: SMTPSessionInfo, username: String, password: String) async -> SMTPReply?
+}
+
+extension SMTPServerDelegate {
+    /// Without an implementation every login fails.
+    public func authenticate(_ session: SMTPSessionInfo, username: String, password: String) async -> SMTPReply? {
+        SMTPReply(.authFailed)
+    }
 }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOConcurrencyHelpers
+import NIOSSL
 import Logging
 import SMTPProtocol
 
@@ -26,9 +27,10 @@ final class SMTPServerStats: Sendable {
 /// channel's event loop; delegate calls run as Swift tasks and their results hop back to
 /// the event loop before they touch any state.
 ///
-/// STARTTLS seam: the later STARTTLS command will flush, insert a NIOSSLServerHandler in
-/// front of this handler, discard `pending` (no plaintext injection across the TLS
-/// boundary) and reset the state machine to `greeting` with `session.tls = true`.
+/// STARTTLS: after the 220 is flushed in plaintext, a NIOSSLServerHandler is inserted at the
+/// front of the pipeline, every byte received so far is DISCARDED (no plaintext injection
+/// across the TLS boundary, CVE-2011-0411), and the state machine starts over (`greeting`,
+/// no HELO, no AUTH) with `session.tls = true`.
 final class SMTPServerHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -57,11 +59,13 @@ final class SMTPServerHandler: ChannelDuplexHandler {
         self.configuration = configuration
         self.delegate = delegate
         self.stats = stats
-        self.machine = SMTPServerStateMachine(configuration: configuration.stateMachineConfiguration)
+        self.machine = SMTPServerStateMachine(configuration: configuration.stateMachineConfiguration,
+                                              tlsActive: configuration.implicitTLS)
         self.lineDecoder = SMTPLineDecoder(maximumLineLength: configuration.maxLineLength)
         let id = String(UInt64.random(in: 0...UInt64.max), radix: 16)
         self.session = SMTPSessionInfo(id: String(repeating: "0", count: 16 - id.count) + id,
-                                       remoteAddress: nil, localAddress: nil, heloName: nil, tls: false)
+                                       remoteAddress: nil, localAddress: nil, heloName: nil,
+                                       tls: configuration.implicitTLS)
         var logger = logger
         logger[metadataKey: "smtp.session"] = "\(session.id)"
         self.logger = logger
@@ -174,10 +178,37 @@ final class SMTPServerHandler: ChannelDuplexHandler {
                 lastWrite = context.write(wrapOutboundOut(out))
             case .askMailFrom(let reversePath, let parameters):
                 session.heloName = machine.heloName
+                session.authenticatedAs = machine.authenticatedAs
+                if session.tls, session.tlsVersion == nil, let version = try? context.pipeline.syncOperations.nioSSL_tlsVersion() {
+                    session.tlsVersion = "\(version)"
+                }
                 let (session, delegate) = (self.session, self.delegate)
                 ask(context: context, {
                     await delegate.mailFrom(session, reversePath: reversePath, parameters: parameters)
                 }, then: { .mailDecision($0) })
+            case .startTLS:
+                guard let tls = configuration.tls else {
+                    perform(context: context, [.close])
+                    return
+                }
+                context.flush()
+                pending.clear()
+                lineDecoder.reset()
+                do {
+                    try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .first)
+                } catch {
+                    logger.warning("could not start TLS", metadata: ["error": "\(error)"])
+                    perform(context: context, [.close])
+                    return
+                }
+                session.tls = true
+                session.authenticatedAs = nil
+                perform(context: context, machine.handle(.tlsStarted))
+            case .askAuth(let username, let password):
+                let (session, delegate) = (self.session, self.delegate)
+                ask(context: context, {
+                    await delegate.authenticate(session, username: username, password: password)
+                }, then: { .authDecision($0) })
             case .askRcptTo(let envelope, let forwardPath, let parameters):
                 let (session, delegate) = (self.session, self.delegate)
                 ask(context: context, {

@@ -165,6 +165,14 @@ class Gateway:
             "SMG_EGRESS_RETRY_SCHEDULE": "1s,2s",
             "SMG_INGRESS_LISTEN": f"127.0.0.1:{self.ingress_port}",
             "SMG_SHUTDOWN_DRAIN_TIMEOUT": "3s",
+            # The pipeline tests submit as a trusted relay network; tests of the submission
+            # policies (test_ingress_policies.py) turn AUTH, TLS and DNS checks on.
+            "SMG_INGRESS_REQUIRE_AUTH": "false",
+            "SMG_INGRESS_CHECK_SENDER_DOMAIN": "false",
+            # Never ask a resolver outside this machine: a closed loopback port unless a test
+            # points ingress at the DNS fixture.
+            "SMG_DNS_SERVERS": "127.0.0.1:9",
+            "SMG_DNS_TIMEOUT": "200ms",
         })
         if overrides:
             env.update(overrides)

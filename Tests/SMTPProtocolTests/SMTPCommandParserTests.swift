@@ -38,7 +38,9 @@ final class SMTPCommandParserTests: XCTestCase {
         let table: [(String, SMTPStatus)] = [
             ("", .syntaxError),
             ("FOO bar", .syntaxError),
-            ("STARTTLS", .syntaxError),
+            ("STARTTLS now", .parameterSyntax),
+            ("AUTH", .parameterSyntax),
+            ("AUTH PLAIN a b", .parameterSyntax),
             ("MAILFROM:<a@b>", .syntaxError),
             ("EHLO", .parameterSyntax),
             ("EHLO ", .parameterSyntax),

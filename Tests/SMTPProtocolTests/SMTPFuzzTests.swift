@@ -49,6 +49,8 @@ final class SMTPFuzzTests: XCTestCase {
                         case .askRcptTo: queue += machine.handle(.rcptDecision(nil))
                         case .askData: queue += machine.handle(.dataDecision(SMTPReply(code: 250, "ok")))
                         case .startData: data = SMTPDataDecoder(maximumMessageSize: 2000)
+                        case .startTLS: queue += machine.handle(.tlsStarted)
+                        case .askAuth: queue += machine.handle(.authDecision(SMTPReply(.authFailed)))
                         case .close: closed = true
                         }
                     }

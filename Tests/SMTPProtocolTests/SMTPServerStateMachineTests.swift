@@ -22,6 +22,12 @@ final class SMTPServerStateMachineTests: XCTestCase {
                     queue += machine.handle(.rcptDecision(path.hasPrefix("bad") ? SMTPReply(code: 550, enhanced: "5.1.1", "no") : nil))
                 case .askData: queue += machine.handle(.dataDecision(SMTPReply(code: 250, enhanced: "2.0.0", "queued")))
                 case .startData: wire += "[data]"
+                case .startTLS:
+                    wire += "[tls]"
+                    queue += machine.handle(.tlsStarted)
+                case .askAuth(let user, let password):
+                    wire += "[auth \(user):\(password)]"
+                    queue += machine.handle(.authDecision(password == "secret" ? nil : SMTPReply(.authFailed)))
                 case .close: wire += "[close]"
                 }
             }

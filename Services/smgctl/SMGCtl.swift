@@ -12,7 +12,7 @@ struct SMGCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smgctl",
         abstract: "Operate the Secure Mail Gateway.",
-        subcommands: [Tap.self, Trace.self, Queue.self])
+        subcommands: [Tap.self, Trace.self, Queue.self, CustomerCommand.self, AccountCommand.self, TLSACommand.self])
 }
 
 struct Connection: ParsableArguments {

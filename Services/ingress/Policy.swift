@@ -1,0 +1,167 @@
+import SMGCore
+import SMGAccounts
+import SMGDNS
+import SMTPProtocol
+import Foundation
+import Crypto
+import SMGSync
+
+/// A refusal: the reply the client gets, and the reason operators see in the event and metric.
+struct Refusal: Error {
+    var reply: SMTPReply
+    var reason: String
+    var eventType: String = EventType.rejectedPolicy
+
+    /// The exact replies the specification names, and the others, in one table.
+    static func senderDomainUnresolvable() -> Refusal {
+        Refusal(reply: SMTPReply(code: 550, enhanced: "5.7.1", "Sender Domain must resolve"), reason: "sender domain does not resolve")
+    }
+    static func senderDomainTemporary() -> Refusal {
+        Refusal(reply: SMTPReply(code: 451, enhanced: "4.4.3", "Temporary DNS failure checking the sender domain"),
+                reason: "sender domain lookup failed temporarily")
+    }
+    static func rateLimited() -> Refusal {
+        Refusal(reply: SMTPReply(code: 451, enhanced: "4.7.1", "Ratelimit reached"), reason: "rate limit", eventType: "ratelimit.hit")
+    }
+    static func networkNotAllowed() -> Refusal {
+        Refusal(reply: SMTPReply(code: 550, enhanced: "5.7.1", "Client host not allowed for this account"),
+                reason: "client network not allowed for the customer")
+    }
+    static func senderNotOwned() -> Refusal {
+        Refusal(reply: SMTPReply(code: 553, enhanced: "5.7.1", "Sender address not owned by your account"),
+                reason: "sender domain not owned by the customer")
+    }
+    static func tlsRequired() -> Refusal {
+        Refusal(reply: SMTPReply(code: 530, enhanced: "5.7.0", "Must issue a STARTTLS command first"),
+                reason: "customer requires TLS")
+    }
+    static func reverseDNSFailed() -> Refusal {
+        Refusal(reply: SMTPReply(code: 550, enhanced: "5.7.25", "Reverse DNS validation failed for your IP address"),
+                reason: "reverse DNS check failed")
+    }
+    static func reverseDNSTemporary() -> Refusal {
+        Refusal(reply: SMTPReply(code: 451, enhanced: "4.7.25", "Temporary DNS failure checking reverse DNS"),
+                reason: "reverse DNS lookup failed temporarily")
+    }
+    static func accountUnavailable() -> Refusal {
+        Refusal(reply: SMTPReply(code: 530, enhanced: "5.7.0", "Authentication required"), reason: "account or customer disabled")
+    }
+    static func temporary(_ why: String) -> Refusal {
+        Refusal(reply: SMTPReply(code: 451, enhanced: "4.3.0", "Temporary failure, try again later"), reason: why)
+    }
+    static func tooBig() -> Refusal {
+        Refusal(reply: SMTPReply(.messageTooBig), reason: "message larger than the customer's limit")
+    }
+    static func tooManyRecipients() -> Refusal {
+        Refusal(reply: SMTPReply(.tooManyRecipients), reason: "more recipients than the customer's limit")
+    }
+}
+
+/// The DNS-based checks of ingress (R4, R5), mapping DNS outcomes to SMTP replies:
+/// a proven absence is permanent (5xx), anything else about DNS is temporary (4xx).
+struct DNSChecks {
+    let resolver: DNSResolver
+
+    /// R5: the sender domain has an MX (not the null MX) or at least an A/AAAA record.
+    func senderDomain(_ domain: String) async -> Refusal? {
+        guard !domain.isEmpty else { return .senderDomainUnresolvable() }
+        let mx: DNSResult<DNSMXAnswer>
+        do { mx = try await resolver.mx(domain) } catch { return .senderDomainUnresolvable() }  // not a valid name
+        switch mx {
+        case .answer(.exchangers(let list), _, _) where !list.isEmpty: return nil
+        case .answer(.nullMX, _, _): return .senderDomainUnresolvable()
+        case .nxdomain: return .senderDomainUnresolvable()
+        case .answer, .nodata: break
+        case .servfail, .timeout, .refused, .formerr: return .senderDomainTemporary()
+        }
+        switch (try? await resolver.addresses(of: domain)) ?? .servfail {
+        case .answer(let list, _, _) where !list.isEmpty: return nil
+        case .answer, .nxdomain, .nodata: return .senderDomainUnresolvable()
+        case .servfail, .timeout, .refused, .formerr: return .senderDomainTemporary()
+        }
+    }
+
+    /// R4: the client IP has a PTR whose name resolves back to the same IP (FCrDNS).
+    func reverseDNS(_ ip: String) async -> Refusal? {
+        guard let clientBytes = CIDR.parseAddress(ip) else { return .reverseDNSFailed() }
+        let names: [DNSName]
+        switch (try? await resolver.ptr(for: ip)) ?? .servfail {
+        case .answer(let list, _, _): names = list
+        case .nxdomain, .nodata: return .reverseDNSFailed()
+        case .servfail, .timeout, .refused, .formerr: return .reverseDNSTemporary()
+        }
+        var temporary = false
+        for name in names.prefix(5) {
+            switch (try? await resolver.addresses(of: name.description)) ?? .servfail {
+            case .answer(let addresses, _, _):
+                if addresses.contains(where: { CIDR.parseAddress($0.description) == clientBytes }) { return nil }
+            case .nxdomain, .nodata: continue
+            case .servfail, .timeout, .refused, .formerr: temporary = true
+            }
+        }
+        return temporary ? .reverseDNSTemporary() : .reverseDNSFailed()
+    }
+}
+
+/// Accounts and customers with a short in-process cache, and the credential check.
+final class Authenticator: Sendable {
+    let store: AccountStore
+    let hasher: PasswordHasher
+    let throttle: AuthThrottle
+    /// login → (verified digest of password+hash, until)
+    let verified = Locked<[String: (digest: [UInt8], until: Date)]>([:])
+    let customers = Locked<[String: (customer: Customer?, until: Date)]>([:])
+    static let cacheTime: TimeInterval = 5
+    static let verifiedTime: TimeInterval = 300
+
+    init(store: AccountStore, hasher: PasswordHasher, throttle: AuthThrottle) {
+        self.store = store
+        self.hasher = hasher
+        self.throttle = throttle
+    }
+
+    enum Outcome {
+        case success(Account)
+        case failure
+        case throttled
+    }
+
+    /// Checks credentials; the same outcome (and about the same time) for a missing user as
+    /// for a wrong password. Throws only for Redis trouble (→ 454 4.7.0).
+    func check(login: String, password: String, ip: String) async throws -> Outcome {
+        if try await throttle.isBlocked(ip: ip, login: login) { return .throttled }
+        let account = try await store.account(login)
+        let hash = account?.passwordHash ?? hasher.decoy
+        let digest = Self.digest(password: password, hash: hash)
+        let cached = verified.withLock { entry -> Bool in
+            guard let e = entry[login.lowercased()], e.until > Date() else { return false }
+            return e.digest == digest
+        }
+        let ok = cached ? true : await hasher.verify(password, against: hash)
+        guard ok, let account, !account.disabled else {
+            try await throttle.recordFailure(ip: ip, login: login)
+            return .failure
+        }
+        if !cached {
+            verified.withLock { $0[login.lowercased()] = (digest, Date().addingTimeInterval(Self.verifiedTime)) }
+        }
+        return .success(account)
+    }
+
+    func customer(forLogin login: String) async throws -> (Account, Customer)? {
+        guard let account = try await store.account(login), !account.disabled else { return nil }
+        let now = Date()
+        if let hit = customers.withLock({ $0[account.customer] }), hit.until > now {
+            return hit.customer.map { (account, $0) }
+        }
+        let customer = try await store.customer(account.customer)
+        customers.withLock { $0[account.customer] = (customer, now.addingTimeInterval(Self.cacheTime)) }
+        return customer.map { (account, $0) }
+    }
+
+    /// What the verified-credentials cache remembers: SHA-256 of password and stored hash (a
+    /// changed password changes the stored hash, which invalidates the entry). Memory only.
+    static func digest(password: String, hash: String) -> [UInt8] {
+        Array(SHA256.hash(data: Array(password.utf8) + [0] + Array(hash.utf8)))
+    }
+}

@@ -1,0 +1,191 @@
+import ArgumentParser
+import SMGCore
+import SMGAccounts
+import NIOSSL
+import Crypto
+import Foundation
+
+/// `smgctl customer …`: customers and their sending policy (R2–R7).
+struct CustomerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "customer", abstract: "Manage customers and their policies.",
+        subcommands: [Add.self, Show.self, List.self])
+
+    struct Policy: ParsableArguments {
+        @Option(name: .long, help: "Allowed source network (CIDR, IPv4 or IPv6); repeatable (R2).")
+        var network: [String] = []
+        @Option(name: .long, help: "Sender domain owned by the customer; repeatable (R5).")
+        var domain: [String] = []
+        @Option(name: .long, help: "Messages per minute across all sites (R6); default: no limit.")
+        var rateLimit: Int?
+        @Flag(name: .long, help: "Refuse mail sent without TLS (R7).")
+        var requireTLS = false
+        @Flag(name: .long, help: "Require matching forward-confirmed reverse DNS of the client IP (R4).")
+        var reverseDNS = false
+        @Option(name: .long, help: "Largest message in bytes (below the listener's limit).")
+        var maxSize: Int?
+        @Option(name: .long, help: "Most recipients per message.")
+        var maxRecipients: Int?
+    }
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create or replace a customer.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Customer id (letters, digits, - _ .).") var id: String
+        @Option(name: .long, help: "Display name.") var name: String?
+        @OptionGroup var policy: Policy
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            let customer = Customer(id: id, name: name, networks: policy.network, domains: policy.domain.map { $0.lowercased() },
+                                    rateLimitPerMinute: policy.rateLimit, requireTLS: policy.requireTLS,
+                                    reverseDNSCheck: policy.reverseDNS, maxMessageSize: policy.maxSize,
+                                    maxRecipients: policy.maxRecipients)
+            do { try customer.validate() } catch let error as AccountError { throw ValidationError("\(error.message)") }
+            try await AccountStore(redis: redis, keys: keys).saveCustomer(customer)
+            print(try String(decoding: JSONEncoder.sorted.encode(customer), as: UTF8.self))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a customer and its logins (no passwords).")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Customer id.") var id: String
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            let store = AccountStore(redis: redis, keys: keys)
+            guard let customer = try await store.customer(id) else { throw ValidationError("<id>: no customer \"\(id)\"") }
+            print(try String(decoding: JSONEncoder.sorted.encode(customer), as: UTF8.self))
+            for login in try await store.logins(of: id) { print("login: \(login)") }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List customer ids.")
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            for id in try await AccountStore(redis: redis, keys: keys).customerIDs() { print(id) }
+        }
+    }
+}
+
+/// `smgctl account …`: SMTP AUTH logins. Passwords are stored as scrypt hashes only.
+struct AccountCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "account", abstract: "Manage SMTP AUTH logins of customers.",
+        subcommands: [Add.self, Passwd.self, Remove.self])
+
+    struct Secret: ParsableArguments {
+        @Flag(name: .long, help: "Read the password from standard input (one line).")
+        var passwordStdin = false
+        @Option(name: .long, help: "The password (visible in the process list: prefer --password-stdin).")
+        var password: String?
+
+        /// The given password, or a generated one (returned so it can be shown once).
+        func resolve() throws -> (String, generated: Bool) {
+            if passwordStdin {
+                guard let line = readLine(strippingNewline: true), !line.isEmpty else {
+                    throw ValidationError("--password-stdin: no password on standard input")
+                }
+                return (line, false)
+            }
+            if let password {
+                guard password.count >= 12 else { throw ValidationError("--password: at least 12 characters") }
+                return (password, false)
+            }
+            var bytes = [UInt8](repeating: 0, count: 18)
+            for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+            let text = Data(bytes).base64EncodedString().replacingOccurrences(of: "/", with: "_")
+                .replacingOccurrences(of: "+", with: "-")
+            return (text, true)
+        }
+    }
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a login (a random password is generated and shown once unless one is given).")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Login name (SMTP AUTH username).") var login: String
+        @Option(name: .long, help: "Customer id the login belongs to.") var customer: String
+        @OptionGroup var secret: Secret
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            let store = AccountStore(redis: redis, keys: keys)
+            guard try await store.customer(customer) != nil else {
+                throw ValidationError("--customer: no customer \"\(customer)\" (create it with smgctl customer add)")
+            }
+            let (password, generated) = try secret.resolve()
+            let hash = try PasswordHasher().hash(password)
+            do { try await store.saveAccount(Account(login: login, customer: customer, passwordHash: hash)) } catch let error as AccountError {
+                throw ValidationError("<login>: \(error.message)")
+            }
+            print("login \(login) created for customer \(customer)")
+            if generated { print("password: \(password)   (shown once; store it now)") }
+        }
+    }
+
+    struct Passwd: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set a new password for a login.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Login name.") var login: String
+        @OptionGroup var secret: Secret
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            let store = AccountStore(redis: redis, keys: keys)
+            guard var account = try await store.account(login) else { throw ValidationError("<login>: no login \"\(login)\"") }
+            let (password, generated) = try secret.resolve()
+            account.passwordHash = try PasswordHasher().hash(password)
+            try await store.saveAccount(account)
+            print("password of \(login) changed")
+            if generated { print("password: \(password)   (shown once; store it now)") }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a login.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Login name.") var login: String
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            guard try await AccountStore(redis: redis, keys: keys).deleteAccount(login) else {
+                throw ValidationError("<login>: no login \"\(login)\"")
+            }
+            print("login \(login) removed")
+        }
+    }
+}
+
+/// `smgctl tlsa`: the DANE TLSA record (3 1 1) for the gateway's own certificate (R7).
+struct TLSACommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tlsa", abstract: "Print the TLSA record (DANE-EE, SPKI, SHA-256) to publish for a certificate.")
+
+    @Option(name: .long, help: "PEM certificate (the first one in the file is the server's).") var certificate: String
+    @Option(name: .long, help: "Host name clients connect to.") var host: String = "smg.localdomain"
+    @Option(name: .long, help: "Port.") var port: Int = 25
+
+    func run() throws {
+        let chain: [NIOSSLCertificate]
+        do { chain = try NIOSSLCertificate.fromPEMFile(certificate) } catch {
+            throw ValidationError("--certificate: cannot read \(certificate): \(error)")
+        }
+        guard let leaf = chain.first else { throw ValidationError("--certificate: no certificate in \(certificate)") }
+        let spki = try leaf.extractPublicKey().toSPKIBytes()
+        let digest = SHA256.hash(data: spki).map { String(format: "%02x", $0) }.joined()
+        print("_\(port)._tcp.\(host). IN TLSA 3 1 1 \(digest)")
+    }
+}
+
+extension JSONEncoder {
+    static let sorted: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }()
+}

@@ -1,0 +1,156 @@
+public import SMGRedis
+public import SMGStore
+import SMGCore
+import Foundation
+
+/// Customers and their logins in Redis (shared by every site):
+/// `smg:customer:<id>` (STRING, JSON), `smg:customers` (SET of ids),
+/// `smg:account:<login>` (STRING, JSON with the scrypt hash), `smg:logins:<customer>` (SET).
+/// Written by `smgctl` (and later the admin UI); read by ingress.
+public final class AccountStore: Sendable {
+    public let redis: RedisClient
+    public let keys: Keyspace
+
+    public init(redis: RedisClient, keys: Keyspace = Keyspace()) {
+        self.redis = redis
+        self.keys = keys
+    }
+
+    func customerKey(_ id: String) -> String { "\(keys.prefix)customer:\(id)" }
+    func accountKey(_ login: String) -> String { "\(keys.prefix)account:\(login.lowercased())" }
+    var customersKey: String { "\(keys.prefix)customers" }
+    func loginsKey(_ customer: String) -> String { "\(keys.prefix)logins:\(customer)" }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }()
+
+    public func saveCustomer(_ customer: Customer) async throws {
+        try customer.validate()
+        let json = try Self.encoder.encode(customer)
+        let replies = try await redis.pipeline([
+            ["SET", .init(customerKey(customer.id)), .init(Array(json))],
+            ["SADD", .init(customersKey), .init(customer.id)],
+        ])
+        if case .error(let e) = replies.first { throw AccountError(code: .invalid, message: e) }
+    }
+
+    public func customer(_ id: String) async throws -> Customer? {
+        guard let bytes = try await redis.command("GET", .init(customerKey(id))).bytes else { return nil }
+        do { return try JSONDecoder().decode(Customer.self, from: Data(bytes)) } catch {
+            throw AccountError(code: .corrupt, message: "customer \(id): \(error)")
+        }
+    }
+
+    public func customerIDs() async throws -> [String] {
+        (try await redis.command("SMEMBERS", .init(customersKey)).array ?? []).compactMap(\.string).sorted()
+    }
+
+    public func saveAccount(_ account: Account) async throws {
+        guard try await customer(account.customer) != nil else {
+            throw AccountError(code: .notFound, message: "customer \(account.customer) does not exist")
+        }
+        guard Customer.isValidID(account.login) else {
+            throw AccountError(code: .invalid, message: "login: use letters, digits, '-', '_', '.', '@' (1–64)")
+        }
+        let json = try Self.encoder.encode(account)
+        _ = try await redis.pipeline([
+            ["SET", .init(accountKey(account.login)), .init(Array(json))],
+            ["SADD", .init(loginsKey(account.customer)), .init(account.login.lowercased())],
+        ])
+    }
+
+    public func account(_ login: String) async throws -> Account? {
+        guard let bytes = try await redis.command("GET", .init(accountKey(login))).bytes else { return nil }
+        do { return try JSONDecoder().decode(Account.self, from: Data(bytes)) } catch {
+            throw AccountError(code: .corrupt, message: "account \(login): \(error)")
+        }
+    }
+
+    public func logins(of customer: String) async throws -> [String] {
+        (try await redis.command("SMEMBERS", .init(loginsKey(customer))).array ?? []).compactMap(\.string).sorted()
+    }
+
+    public func deleteAccount(_ login: String) async throws -> Bool {
+        guard let account = try await account(login) else { return false }
+        _ = try await redis.pipeline([
+            ["DEL", .init(accountKey(login))],
+            ["SREM", .init(loginsKey(account.customer)), .init(login.lowercased())],
+        ])
+        return true
+    }
+}
+
+/// Per-customer message rate across every ingress process and site (R6): GCRA in one Lua
+/// script on Redis time, so two processes on two sites share one budget exactly.
+/// `limit` messages per minute; a burst of up to `limit` is allowed, then one per 60/limit s.
+public final class RateLimiter: Sendable {
+    public let redis: RedisClient
+    public let keys: Keyspace
+
+    public init(redis: RedisClient, keys: Keyspace = Keyspace()) {
+        self.redis = redis
+        self.keys = keys
+    }
+
+    /// KEYS: rate key. ARGV: emission interval µs, burst window µs. Returns 1 = allowed.
+    static let gcra = RedisScript("""
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        local interval = tonumber(ARGV[1])
+        local window = tonumber(ARGV[2])
+        local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+        if tat < now then tat = now end
+        local new = tat + interval
+        if new - now > window then return 0 end
+        redis.call('SET', KEYS[1], new, 'PX', math.ceil((new - now) / 1000) + 1)
+        return 1
+        """)
+
+    /// Takes one message from `customer`'s budget; false when the limit is reached.
+    public func allow(customer: String, perMinute limit: Int) async throws -> Bool {
+        let window = 60_000_000
+        let interval = window / max(1, limit)
+        let reply = try await redis.eval(Self.gcra, keys: [.init("\(keys.prefix)rate:\(customer)")],
+                                         args: [.init(interval), .init(interval * max(1, limit))])
+        return reply.int == 1
+    }
+}
+
+/// Failed-login counters per client IP and per login (existing or not), in Redis so that all
+/// ingress processes see them. Past the limit, AUTH is refused before any password is checked.
+public final class AuthThrottle: Sendable {
+    public let redis: RedisClient
+    public let keys: Keyspace
+    public let maxPerIP: Int
+    public let maxPerLogin: Int
+    public let windowSeconds: Int
+
+    public init(redis: RedisClient, keys: Keyspace = Keyspace(), maxPerIP: Int, maxPerLogin: Int, windowSeconds: Int) {
+        self.redis = redis
+        self.keys = keys
+        self.maxPerIP = maxPerIP
+        self.maxPerLogin = maxPerLogin
+        self.windowSeconds = windowSeconds
+    }
+
+    func ipKey(_ ip: String) -> RedisArg { .init("\(keys.prefix)authfail:ip:\(ip)") }
+    func loginKey(_ login: String) -> RedisArg { .init("\(keys.prefix)authfail:login:\(login.lowercased())") }
+
+    /// True when this IP or login has failed too often recently.
+    public func isBlocked(ip: String, login: String) async throws -> Bool {
+        let replies = try await redis.pipeline([["GET", ipKey(ip)], ["GET", loginKey(login)]])
+        let ipFails = replies.first?.string.flatMap { Int($0) } ?? 0
+        let loginFails = replies.last?.string.flatMap { Int($0) } ?? 0
+        return ipFails >= maxPerIP || loginFails >= maxPerLogin
+    }
+
+    public func recordFailure(ip: String, login: String) async throws {
+        _ = try await redis.pipeline([
+            ["INCR", ipKey(ip)], ["EXPIRE", ipKey(ip), .init(windowSeconds)],
+            ["INCR", loginKey(login)], ["EXPIRE", loginKey(login), .init(windowSeconds)],
+        ])
+    }
+}
