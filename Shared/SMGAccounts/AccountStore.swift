@@ -83,9 +83,11 @@ public final class AccountStore: Sendable {
     }
 }
 
-/// Per-customer message rate across every ingress process and site (R6): GCRA in one Lua
-/// script on Redis time, so two processes on two sites share one budget exactly.
-/// `limit` messages per minute; a burst of up to `limit` is allowed, then one per 60/limit s.
+/// Per-customer message rate across every ingress process and site (R6): an exact sliding
+/// window in one Lua script on Redis time, so two processes on two sites share one budget and
+/// no 60-second window ever holds more than `limit` messages (the 101st in a minute is refused).
+/// Keys: `smg:rate:<customer>` (ZSET of admission times, µs) and `…:seq` (unique members).
+/// Memory per customer: at most `limit` entries.
 public final class RateLimiter: Sendable {
     public let redis: RedisClient
     public let keys: Keyspace
@@ -95,26 +97,27 @@ public final class RateLimiter: Sendable {
         self.keys = keys
     }
 
-    /// KEYS: rate key. ARGV: emission interval µs, burst window µs. Returns 1 = allowed.
-    static let gcra = RedisScript("""
+    /// KEYS: window zset, sequence. ARGV: limit, window µs. Returns 1 = admitted.
+    static let slidingWindow = RedisScript("""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-        local interval = tonumber(ARGV[1])
         local window = tonumber(ARGV[2])
-        local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-        if tat < now then tat = now end
-        local new = tat + interval
-        if new - now > window then return 0 end
-        redis.call('SET', KEYS[1], new, 'PX', math.ceil((new - now) / 1000) + 1)
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+        if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+        local seq = redis.call('INCR', KEYS[2])
+        redis.call('ZADD', KEYS[1], now, now .. '-' .. seq)
+        local ttl = math.ceil(window / 1000) + 1000
+        redis.call('PEXPIRE', KEYS[1], ttl)
+        redis.call('PEXPIRE', KEYS[2], ttl)
         return 1
         """)
 
-    /// Takes one message from `customer`'s budget; false when the limit is reached.
+    /// Takes one message from `customer`'s budget; false when `limit` messages were admitted
+    /// in the last minute.
     public func allow(customer: String, perMinute limit: Int) async throws -> Bool {
-        let window = 60_000_000
-        let interval = window / max(1, limit)
-        let reply = try await redis.eval(Self.gcra, keys: [.init("\(keys.prefix)rate:\(customer)")],
-                                         args: [.init(interval), .init(interval * max(1, limit))])
+        let key = "\(keys.prefix)rate:\(customer)"
+        let reply = try await redis.eval(Self.slidingWindow, keys: [.init(key), .init(key + ":seq")],
+                                         args: [.init(max(1, limit)), .init(60_000_000)])
         return reply.int == 1
     }
 }

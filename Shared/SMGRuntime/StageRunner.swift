@@ -74,8 +74,12 @@ public final class StageRunner: Service, Sendable {
     public let process: GatewayProcess
     public let settings: StageSettings
     let worker: any StageWorker
-    let owner: String
-    let held = Locked<Set<MessageID>>([])
+    /// Prefix of this runner's lease tokens. Every claim gets its own token (prefix + counter),
+    /// so that two loops of the same process (receive and redrive) can never both hold a message.
+    let ownerPrefix: String
+    let claims = Locked<UInt64>(0)
+    /// Leases held right now (id → token), handed back on shutdown.
+    let held = Locked<[MessageID: String]>([:])
     let stopping = Locked(false)
     let processed: Counter
     let failed: Counter
@@ -86,7 +90,7 @@ public final class StageRunner: Service, Sendable {
         self.process = process
         self.settings = settings
         self.worker = worker
-        owner = "\(process.instance)/\(UUID().uuidString.prefix(8))"
+        ownerPrefix = "\(process.instance)/\(UUID().uuidString.prefix(8))"
         let dims = [("stage", settings.name)]
         processed = Counter(label: "smg_stage_messages_total", dimensions: dims)
         failed = Counter(label: "smg_stage_failures_total", dimensions: dims)
@@ -132,6 +136,10 @@ public final class StageRunner: Service, Sendable {
 
     var isStopping: Bool { stopping.withLock { $0 } }
 
+    func newToken() -> String {
+        "\(ownerPrefix)/\(claims.withLock { $0 += 1; return $0 })"
+    }
+
     /// Connects to every producer of the input topic that the registry lists, and follows changes.
     func discover(_ puller: BusPuller) async {
         var connected: Set<String> = []
@@ -162,8 +170,9 @@ public final class StageRunner: Service, Sendable {
                 continue
             }
             let claim: MessageStore.Claim
+            let token = newToken()
             do {
-                claim = try await process.store.claimAndLoad(id, topic: settings.inputTopic, owner: owner,
+                claim = try await process.store.claimAndLoad(id, topic: settings.inputTopic, owner: token,
                                                              leaseMilliseconds: settings.lease.milliseconds)
             } catch {
                 // Redis trouble: the message stays pending and is redriven later.
@@ -173,8 +182,9 @@ public final class StageRunner: Service, Sendable {
             }
             switch claim {
             case .notYours: continue   // done already, or someone else has it
-            case .missing: await handle(id, preloaded: nil, outputs: outputs, redriven: false)
-            case .claimed(let message): await handle(id, preloaded: message, outputs: outputs, redriven: false)
+            case .missing: await handle(id, token: token, preloaded: nil, outputs: outputs, redriven: false)
+            case .claimed(let message):
+                await handle(id, token: token, preloaded: message, outputs: outputs, redriven: false)
             }
         }
     }
@@ -184,8 +194,9 @@ public final class StageRunner: Service, Sendable {
             try? await Task.sleep(for: settings.redriveInterval)
             if isStopping { return }
             let ids: [MessageID]
+            let token = newToken()
             do {
-                ids = try await process.store.claimExpired(topic: settings.inputTopic, owner: owner,
+                ids = try await process.store.claimExpired(topic: settings.inputTopic, owner: token,
                                                            leaseMilliseconds: settings.lease.milliseconds,
                                                            limit: settings.concurrency)
             } catch {
@@ -195,15 +206,16 @@ public final class StageRunner: Service, Sendable {
             guard !ids.isEmpty else { continue }
             redriven.increment(by: ids.count)
             await withTaskGroup(of: Void.self) { group in
-                for id in ids { group.addTask { await self.handle(id, preloaded: nil, outputs: outputs, redriven: true) } }
+                for id in ids { group.addTask { await self.handle(id, token: token, preloaded: nil, outputs: outputs, redriven: true) } }
             }
         }
     }
 
     /// Processes one message whose lease this process holds (`preloaded` if the claim read it).
-    func handle(_ id: MessageID, preloaded: StoredMessage?, outputs: [String: BusPusher], redriven: Bool) async {
-        held.withLock { _ = $0.insert(id) }
-        defer { held.withLock { _ = $0.remove(id) } }
+    func handle(_ id: MessageID, token owner: String, preloaded: StoredMessage?, outputs: [String: BusPusher],
+                redriven: Bool) async {
+        held.withLock { $0[id] = owner }
+        defer { held.withLock { _ = $0.removeValue(forKey: id) } }
         var logger = process.logger
         logger[metadataKey: "msgid"] = .string(id.rawValue)
         logger[metadataKey: "stage"] = .string(settings.name)
@@ -261,7 +273,7 @@ public final class StageRunner: Service, Sendable {
 
     /// After draining: give back leases still held, so that another process takes them at once.
     func handBack() async {
-        for id in held.withLock({ $0 }) {
+        for (id, owner) in held.withLock({ $0 }) {
             _ = try? await process.store.release(id, topic: settings.inputTopic, owner: owner, retryAfterMilliseconds: 0)
         }
     }

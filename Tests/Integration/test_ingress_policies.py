@@ -1,0 +1,404 @@
+"""Submission ingress (R1–R8) against real clients: TLS with certificates made here, SASL,
+customer policies from Redis, DNS answered by the real knot + unbound fixture.
+
+Every hostile transcript asserts the exact reply the client gets."""
+import base64
+import json
+import socket
+import ssl
+import smtplib
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import ROOT, Gateway, RedisServer, Sink, free_port, make_message, wait_until
+
+PASSWORD = "correct horse battery staple"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def dns(tmp_path_factory):
+    work = tmp_path_factory.mktemp("dns")
+    auth, resolver = free_port(), free_port()
+    fixture = ROOT / "Tests" / "Fixtures" / "dns"
+    out = subprocess.run([str(fixture / "start-dns.sh"), str(work), str(auth), str(resolver)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    yield f"127.0.0.1:{resolver}"
+    subprocess.run([str(fixture / "stop-dns.sh"), str(work)], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=smg.test", "-addext", "subjectAltName=DNS:smg.test,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, dns, tls_files):
+    """One Redis and one policy-enforcing ingress (plus the pipeline) for the whole module."""
+    work = tmp_path_factory.mktemp("gw")
+    redis = RedisServer(work)
+    sink = Sink()
+    gw = Gateway(work, redis, sink)
+    gw.implicit_port = free_port()
+    gw.policy_env = dict(
+        SMG_INGRESS_REQUIRE_AUTH="true", SMG_INGRESS_CHECK_SENDER_DOMAIN="true", SMG_DNS_SERVERS=dns,
+        SMG_DNS_TRUSTED="true", SMG_DNS_TIMEOUT="1s", SMG_INGRESS_TLS_CERTIFICATE=str(tls_files[0]),
+        SMG_INGRESS_TLS_KEY=str(tls_files[1]), SMG_INGRESS_IMPLICIT_TLS_LISTEN=f"127.0.0.1:{gw.implicit_port}",
+        SMG_INGRESS_MAX_CONNECTIONS_PER_IP="20", SMG_INGRESS_HOSTNAME="smg.test")
+    for service in Gateway.SERVICES:
+        gw.start(service, **(gw.policy_env if service == "smg-ingress" else {}))
+    gw.wait_ready()
+    ctl = lambda *a: gw.smgctl(*a)
+    for args in [
+        ("customer", "add", "shop", "--network", "127.0.0.1/32", "--domain", "plain.test"),
+        ("customer", "add", "far", "--network", "10.0.0.0/8", "--domain", "plain.test"),
+        ("customer", "add", "ratey", "--network", "127.0.0.0/8", "--domain", "plain.test", "--rate-limit", "100"),
+        ("customer", "add", "strict", "--network", "127.0.0.0/8", "--domain", "plain.test", "--require-tls",
+         "--reverse-dns"),
+        ("customer", "add", "ghost", "--network", "127.0.0.0/8", "--domain", "nothing.plain.test",
+         "--domain", "nullmx.plain.test", "--domain", "ent.plain.test"),
+    ]:
+        out = ctl(*args)
+        assert out.returncode == 0, out.stderr
+    for login, customer in [("shop-app", "shop"), ("far-app", "far"), ("ratey-app", "ratey"), ("strict-app", "strict"),
+                            ("ghost-app", "ghost"), ("victim", "shop")]:
+        out = ctl("account", "add", login, "--customer", customer, "--password", PASSWORD)
+        assert out.returncode == 0, out.stderr
+    gw.tls_cert = tls_files[0]
+    yield gw
+    gw.stop_all()
+    sink.stop()
+    redis.stop()
+
+
+def client_context(cert):
+    ctx = ssl.create_default_context(cafile=str(cert))
+    return ctx
+
+
+class Raw:
+    """A raw SMTP client: send exact bytes, read exact replies (multi-line aware)."""
+
+    def __init__(self, port, source="127.0.0.1", tls_context=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=15, source_address=(source, 0))
+        if tls_context:
+            self.sock = tls_context.wrap_socket(self.sock, server_hostname="smg.test")
+        self.buffer = b""
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def reply(self) -> str:
+        lines = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed; got " + repr(lines) + repr(self.buffer))
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            lines.append(line.decode())
+            if len(line) < 4 or line[3:4] != b"-":
+                return "\n".join(lines)
+
+    def cmd(self, line: str) -> str:
+        self.send(line.encode() + b"\r\n")
+        return self.reply()
+
+    def starttls(self, context):
+        assert self.cmd("STARTTLS") == "220 2.0.0 Ready to start TLS"
+        assert self.buffer == b""
+        self.sock = context.wrap_socket(self.sock, server_hostname="smg.test")
+
+    def login(self, user, password=PASSWORD):
+        return self.cmd("AUTH PLAIN " + b64(f"\0{user}\0{password}"))
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def session(env, user="shop-app", source="127.0.0.1"):
+    c = Raw(env.ingress_port, source=source)
+    assert c.reply().startswith("220 smg.test")
+    c.cmd("EHLO app.plain.test")
+    c.starttls(client_context(env.tls_cert))
+    assert "AUTH PLAIN LOGIN" in c.cmd("EHLO app.plain.test")
+    if user:
+        assert c.login(user) == "235 2.7.0 Authentication successful"
+    return c
+
+
+def test_no_relay_without_auth_and_no_auth_before_tls(env):
+    c = Raw(env.ingress_port)
+    c.reply()
+    ehlo = c.cmd("EHLO app.plain.test")
+    assert "STARTTLS" in ehlo and "AUTH" not in ehlo, "AUTH is only offered after TLS"
+    assert c.cmd("MAIL FROM:<a@plain.test>") == "530 5.7.0 Authentication required"
+    assert c.cmd("RCPT TO:<victim@elsewhere.example>") == "503 5.5.1 Error: need MAIL command"
+    assert c.login("shop-app") == "538 5.7.11 Encryption required for requested authentication mechanism"
+    assert c.cmd("MAIL FROM:<a@plain.test>") == "530 5.7.0 Authentication required"
+    c.close()
+
+
+def test_starttls_command_injection_is_discarded(env):
+    """CVE-2011-0411: commands pipelined after STARTTLS in plaintext must never run."""
+    c = Raw(env.ingress_port)
+    c.reply()
+    c.cmd("EHLO app.plain.test")
+    c.send(b"STARTTLS\r\nAUTH PLAIN " + b64(f"\0shop-app\0{PASSWORD}").encode() + b"\r\nMAIL FROM:<a@plain.test>\r\n")
+    assert c.reply() == "220 2.0.0 Ready to start TLS"
+    c.sock = client_context(env.tls_cert).wrap_socket(c.sock, server_hostname="smg.test")
+    c.buffer = b""
+    # The first thing we hear over TLS is the answer to our EHLO: nothing injected ran.
+    assert c.cmd("EHLO app.plain.test").startswith("250-smg.test")
+    assert c.cmd("MAIL FROM:<a@plain.test>") == "530 5.7.0 Authentication required"
+    c.close()
+
+
+def test_authenticated_customer_mail_is_accepted_and_delivered_with_hygiene(env):
+    c = session(env)
+    assert c.cmd("MAIL FROM:<billing@plain.test>") == "250 2.1.0 Ok"
+    assert c.cmd("RCPT TO:<someone@dest.example>") == "250 2.1.5 Ok"
+    assert c.cmd("DATA").startswith("354")
+    c.send(b"Received: from internal-app (10.1.2.3) by mail.customer\r\nX-Originating-IP: [10.1.2.3]\r\n"
+           b"Subject: hygiene\r\nFrom: billing@plain.test\r\n\r\nhello\r\n.\r\n")
+    reply = c.reply()
+    assert reply.startswith("250 2.0.0 Ok: queued as ")
+    c.cmd("QUIT")
+    message_id = reply.rsplit(" ", 1)[1]
+    wait_until(lambda: any(b"Subject: hygiene" in m[2] for m in env.sink.snapshot()), 30, what="delivery")
+    raw = next(m[2] for m in env.sink.snapshot() if b"Subject: hygiene" in m[2])
+    assert b"10.1.2.3" not in raw and b"X-Originating-IP" not in raw, "R8: nothing reveals the customer's IPs"
+    assert b"127.0.0.1" not in raw
+    assert raw.startswith(b"Received: from app.plain.test\r\n\tby smg.test (smg-ingress) with ESMTPSA")
+    accepted = env.trace(message_id)[0]
+    assert accepted["facts"]["customer"] == "shop" and accepted["facts"]["login"] == "shop-app"
+    assert accepted["facts"]["tls"] is True
+
+
+def test_spoofed_sender_domain_wrong_network_and_unresolvable_domains(env):
+    c = session(env)
+    assert c.cmd("MAIL FROM:<ceo@bank.example>") == "553 5.7.1 Sender address not owned by your account"
+    assert c.cmd("MAIL FROM:<x@aonly.plain.test>") == "250 2.1.0 Ok", "a subdomain with only an A record is fine"
+    c.close()
+
+    c = session(env, user="far-app")
+    assert c.cmd("MAIL FROM:<a@plain.test>") == "550 5.7.1 Client host not allowed for this account"
+    c.close()
+
+    c = session(env, user="ghost-app")
+    for domain in ["nothing.plain.test", "nullmx.plain.test", "ent.plain.test"]:  # NXDOMAIN, null MX, NODATA
+        assert c.cmd(f"MAIL FROM:<a@{domain}>") == "550 5.7.1 Sender Domain must resolve", domain
+    c.close()
+
+
+def test_dns_timeout_gives_451_not_550(env):
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a DNS server that never answers
+    silent.bind(("127.0.0.1", 0))
+    port = free_port()
+    overrides = dict(env.policy_env, SMG_DNS_SERVERS=f"127.0.0.1:{silent.getsockname()[1]}", SMG_DNS_TIMEOUT="200ms",
+                     SMG_DNS_ATTEMPTS="1", SMG_INGRESS_LISTEN=f"127.0.0.1:{port}", SMG_INGRESS_IMPLICIT_TLS_LISTEN="")
+    env.start("smg-ingress", name="ingress-silent-dns", **overrides)
+    wait_until(lambda: _listening(port), 15, what="second ingress")
+    c = Raw(port)
+    c.reply()
+    c.cmd("EHLO a")
+    c.starttls(client_context(env.tls_cert))
+    c.cmd("EHLO a")
+    assert c.login("shop-app") == "235 2.7.0 Authentication successful"
+    assert c.cmd("MAIL FROM:<a@plain.test>") == "451 4.4.3 Temporary DNS failure checking the sender domain"
+    c.close()
+    env.kill("ingress-silent-dns")
+    silent.close()
+
+
+def _listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_reverse_dns_and_require_tls(env):
+    # 127.0.0.1 has PTR client.plain.test, which resolves back to 127.0.0.1.
+    c = session(env, user="strict-app")
+    assert c.cmd("MAIL FROM:<a@plain.test>") == "250 2.1.0 Ok"
+    c.close()
+    # 127.0.0.2 has no PTR at all.
+    c = session(env, user="strict-app", source="127.0.0.2")
+    assert c.cmd("MAIL FROM:<a@plain.test>") == "550 5.7.25 Reverse DNS validation failed for your IP address"
+    c.close()
+    # Where plaintext AUTH is explicitly allowed, a require-TLS customer is still refused without TLS.
+    port = free_port()
+    env.start("smg-ingress", name="ingress-plaintext", **dict(env.policy_env, SMG_INGRESS_ALLOW_PLAINTEXT_AUTH="true",
+                                                            SMG_INGRESS_LISTEN=f"127.0.0.1:{port}",
+                                                            SMG_INGRESS_IMPLICIT_TLS_LISTEN=""))
+    wait_until(lambda: _listening(port), 15, what="plaintext ingress")
+    c = Raw(port)
+    c.reply()
+    assert "AUTH PLAIN LOGIN" in c.cmd("EHLO a")
+    assert c.login("strict-app") == "235 2.7.0 Authentication successful"
+    assert c.cmd("MAIL FROM:<a@plain.test>") == "530 5.7.0 Must issue a STARTTLS command first"
+    c.close()
+    env.kill("ingress-plaintext")
+
+
+def test_auth_brute_force_is_throttled_without_revealing_users(env):
+    source = "127.0.0.3"
+    replies = []
+    for i in range(10):
+        c = session(env, user=None, source=source)
+        replies.append(c.login("victim" if i % 2 else "nobody-such", "wrong password"))
+        c.close()
+    assert set(replies) == {"535 5.7.8 Error: authentication failed"}, "same answer for unknown users"
+    c = session(env, user=None, source=source)
+    assert c.login("victim") == "454 4.7.0 Too many failed logins, try again later", "even the right password"
+    c.close()
+    events = [json.loads(f[b"e"]) for _, f in env.redis.client().xrange("smg:events")]
+    assert sum(1 for e in events if e["type"] == "rejected.auth" and e["facts"]["client"] == source) == 11
+
+
+def test_hostile_transcripts(env):
+    c = session(env)
+    # NUL and control characters in commands.
+    c.send(b"NOOP\x00\r\n")
+    assert c.reply() == "500 5.5.2 Error: invalid character in command"
+    # A 10 MB line: refused, the session survives, memory stays bounded (the line is discarded as it streams).
+    c.send(b"X" * (10 * 1024 * 1024) + b"\r\n")
+    assert c.reply() == "500 5.5.2 Error: line too long"
+    assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    # SMTP smuggling: <LF>.<CR><LF> inside DATA does not end it; the hidden MAIL never runs.
+    assert c.cmd("MAIL FROM:<a@plain.test>") == "250 2.1.0 Ok"
+    assert c.cmd("RCPT TO:<r@dest.example>") == "250 2.1.5 Ok"
+    assert c.cmd("DATA").startswith("354")
+    c.send(b"Subject: smuggle\r\n\r\nhi\n.\r\nMAIL FROM:<evil@plain.test>\r\nRCPT TO:<x@dest.example>\r\nDATA\r\n"
+           b"Subject: smuggled\r\n\r\nx\r\n.\r\n")
+    assert c.reply() == "554 5.5.2 Error: bare <CR> or <LF> in message data"
+    assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    c.close()
+
+
+def test_ten_thousand_recipients(env):
+    c = session(env)
+    assert c.cmd("MAIL FROM:<a@plain.test>") == "250 2.1.0 Ok"
+    c.send(b"".join(f"RCPT TO:<r{i}@dest.example>\r\n".encode() for i in range(10_000)))
+    replies = []
+    try:
+        while True:
+            r = c.reply()
+            replies.append(r)
+            if r.startswith("421"):
+                break
+    except (ConnectionError, socket.timeout):
+        pass
+    assert replies.count("250 2.1.5 Ok") == 100
+    assert all(r == "452 4.5.3 Error: too many recipients" for r in replies[100:-1])
+    assert replies[-1] == "421 4.7.0 smg.test Error: too many commands", "10,000 commands per connection at most"
+    c.close()
+
+
+def test_unterminated_data_stores_nothing(env):
+    before = env.redis.client().xlen("smg:events")
+    c = session(env)
+    c.cmd("MAIL FROM:<a@plain.test>")
+    c.cmd("RCPT TO:<r@dest.example>")
+    assert c.cmd("DATA").startswith("354")
+    c.send(b"Subject: cut\r\n\r\nthe connection dies here")
+    c.close()
+    time.sleep(1)
+    events = [json.loads(f[b"e"]) for _, f in env.redis.client().xrange("smg:events", count=100000)][before:]
+    assert not [e for e in events if e["type"] == "accepted"]
+
+
+def test_rate_limit_101st_message_across_two_ingress_processes(env):
+    port2 = free_port()
+    env.start("smg-ingress", name="ingress-2", **dict(env.policy_env, SMG_INGRESS_LISTEN=f"127.0.0.1:{port2}",
+                                                     SMG_INGRESS_IMPLICIT_TLS_LISTEN=""))
+    wait_until(lambda: _listening(port2), 15, what="second ingress")
+    results = []
+    lock = threading.Lock()
+
+    def hammer(port, count):
+        ctx = client_context(env.tls_cert)
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.starttls(context=ctx)
+            s.login("ratey-app", PASSWORD)
+            for i in range(count):
+                code, msg = s.mail("a@plain.test")
+                with lock:
+                    results.append((code, msg.decode()))
+                if code == 250:
+                    s.rcpt("r@dest.example")
+                    s.data(b"Subject: rate\r\n\r\nx\r\n")
+
+    threads = [threading.Thread(target=hammer, args=(p, 70)) for p in (env.ingress_port, port2, env.ingress_port, port2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    accepted = [r for r in results if r[0] == 250]
+    refused = [r for r in results if r[0] != 250]
+    assert len(accepted) == 100, f"{len(accepted)} accepted"
+    assert set(refused) == {(451, "4.7.1 Ratelimit reached")}
+    env.kill("ingress-2")
+
+
+def test_implicit_tls_port_and_swaks(env):
+    with smtplib.SMTP_SSL("127.0.0.1", env.implicit_port, context=client_context(env.tls_cert), timeout=30) as s:
+        code, _ = s.ehlo("app.plain.test")
+        assert code == 250 and "auth" in s.esmtp_features
+        s.login("shop-app", PASSWORD)
+        s.sendmail("news@plain.test", ["x@dest.example"], make_message("implicit-tls", sender="news@plain.test"))
+    out = subprocess.run(["swaks", "--server", f"127.0.0.1:{env.ingress_port}", "--tls", "--tls-ca-path",
+                          str(env.tls_cert), "--auth", "LOGIN", "--auth-user", "shop-app", "--auth-password", PASSWORD,
+                          "--from", "swaks@plain.test", "--to", "y@dest.example"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "235 2.7.0 Authentication successful" in out.stdout and "queued as" in out.stdout
+
+
+def test_connection_limit_per_ip(env):
+    clients = [Raw(env.ingress_port, source="127.0.0.4") for _ in range(20)]
+    for c in clients:
+        assert c.reply().startswith("220 ")
+    extra = Raw(env.ingress_port, source="127.0.0.4")
+    assert extra.reply() == "421 4.7.0 smg.test Too many connections from your host"
+    with pytest.raises((ConnectionError, OSError)):
+        extra.cmd("NOOP")
+    other = Raw(env.ingress_port, source="127.0.0.5")
+    assert other.reply().startswith("220 "), "other hosts are not affected"
+    for c in clients + [extra, other]:
+        c.close()
+
+
+def test_smgctl_tlsa_matches_the_certificate(env):
+    out = subprocess.run([str(env.bins / "smgctl"), "tlsa", "--certificate", str(env.tls_cert), "--host", "smg.test"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    spki = subprocess.run(["openssl", "x509", "-in", str(env.tls_cert), "-pubkey", "-noout"], capture_output=True,
+                          check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=spki, capture_output=True,
+                         check=True).stdout
+    import hashlib
+    assert out.stdout.strip() == f"_25._tcp.smg.test. IN TLSA 3 1 1 {hashlib.sha256(der).hexdigest()}"
+    bad = env.smgctl("customer", "add", "bad id!", "--network", "x")
+    assert bad.returncode != 0 and "id" in bad.stderr
+    bad = env.smgctl("customer", "add", "x", "--network", "300.0.0.0/8")
+    assert bad.returncode != 0 and "networks" in bad.stderr
