@@ -5,6 +5,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
   pkg-config libzmq3-dev libhiredis-dev libssl-dev   # C libraries the gateway links
+  openssl                                            # certificates for tests and the local run
   redis-server                                       # the system of record
   swaks                                              # a real SMTP client for tests
   knot knot-dnsutils unbound ldnsutils bind9-dnsutils # the DNS test fixture (authoritative + validating resolver)

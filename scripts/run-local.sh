@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs a whole gateway on this machine: a private Redis (AOF, fsync always; data in var/local/redis),
-# every service, and a catch-all SMTP sink that stores delivered mail as .eml files in var/local/sink.
-# Ctrl-C stops everything.
+# a local DNS (knot + validating unbound on loopback) that makes the demo domain shop.test resolvable,
+# a self-signed TLS certificate, a demo customer with a login, every service, and a catch-all SMTP
+# sink that stores delivered mail as .eml files in var/local/sink. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VAR=$ROOT/var/local
-mkdir -p "$VAR/redis" "$VAR/sink" "$VAR/log"
+mkdir -p "$VAR/redis" "$VAR/sink" "$VAR/log" "$VAR/tls"
 
 scripts/install-deps.sh
 echo "run-local: building (first build takes a few minutes)…"
@@ -19,6 +20,7 @@ cleanup() {
   trap - INT TERM EXIT
   echo; echo "run-local: stopping…"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  "$ROOT/Tests/Fixtures/dns/stop-dns.sh" "$VAR/dns" >/dev/null 2>&1 || true
   wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
@@ -27,6 +29,22 @@ redis-server "$ROOT/deploy/redis/redis-gateway.conf" --port 6390 --bind 127.0.0.
   --daemonize no --logfile "$VAR/log/redis.log" &
 pids+=($!)
 for _ in $(seq 50); do redis-cli -p 6390 ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# TLS certificate for STARTTLS / implicit TLS (self-signed; production uses a real one).
+if [ ! -s "$VAR/tls/cert.pem" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$VAR/tls/key.pem" -out "$VAR/tls/cert.pem" -days 365 \
+    -subj "/CN=smg.local.test" -addext "subjectAltName=DNS:smg.local.test,IP:127.0.0.1" 2>/dev/null
+fi
+
+# Local DNS: the fixture's zones plus shop.test, answered by a validating unbound on 127.0.0.1:5354.
+SMG_DNS_EXTRA_ZONES="$ROOT/deploy/local/dns" "$ROOT/Tests/Fixtures/dns/start-dns.sh" "$VAR/dns" 5353 5354 \
+  >>"$VAR/log/dns.log" 2>&1 || { echo "run-local: DNS failed to start, see $VAR/log/dns.log" >&2; exit 1; }
+
+# A demo customer and login (idempotent).
+CTL=("$BIN/smgctl")
+"${CTL[@]}" customer add demo --name "Demo shop" --network 127.0.0.0/8 --network ::1/128 --domain shop.test \
+  --redis redis://127.0.0.1:6390/0 >/dev/null
+"${CTL[@]}" account add demo --customer demo --password demo-password-123 --redis redis://127.0.0.1:6390/0 >/dev/null
 
 python3 "$ROOT/deploy/local/sink.py" --port 2526 --dir "$VAR/sink" >>"$VAR/log/sink.log" 2>&1 &
 pids+=($!)
@@ -40,13 +58,16 @@ for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/2525) 2>/dev/null && break; 
 cat <<INFO
 
 The Secure Mail Gateway runs locally.
-  Send mail to:        127.0.0.1:2525   e.g.  swaks --server 127.0.0.1:2525 --to someone@example.org
+  Submission:          127.0.0.1:2525 (STARTTLS) and 127.0.0.1:4650 (implicit TLS); login demo / demo-password-123
+  Send a message:      swaks --server 127.0.0.1:2525 --tls --auth-user demo --auth-password demo-password-123 \\
+                             --from you@shop.test --to someone@example.org
   Delivered mail:      $VAR/sink/*.eml
   Watch events live:   $BIN/smgctl tap --redis redis://127.0.0.1:6390/0
   One message's story: $BIN/smgctl trace <id from the 250 reply> --redis redis://127.0.0.1:6390/0
   Queues:              $BIN/smgctl queue --redis redis://127.0.0.1:6390/0
   Logs:                $VAR/log/
   Health/metrics:      http://127.0.0.1:9101/healthz … :9106/metrics
+  TLSA for the cert:   $BIN/smgctl tlsa --certificate $VAR/tls/cert.pem --host smg.local.test
 Press Ctrl-C to stop.
 INFO
 wait -n "${pids[@]}" || true

@@ -93,3 +93,15 @@ final class CIDRTests: XCTestCase {
         XCTAssertEqual(try NetworkList(parsing: "127.0.0.0/8, ::1").networks.count, 2)
     }
 }
+
+final class HeaderHygieneTests: XCTestCase {
+    func testRemovesNamedFieldsWithTheirFoldedLinesAndNeverTouchesTheBody() {
+        let message = "Received: from a\r\n\tby b (10.0.0.1)\r\nX-Originating-IP: [10.0.0.1]\r\nSubject: keep\r\n"
+            + "x-originating-ip : [10.0.0.2]\r\nFrom: a@b.example\r\n\r\nReceived: in the body stays\r\nX-Originating-IP: too\r\n"
+        let out = String(decoding: HeaderHygiene.strip(Array(message.utf8), removing: ["received", "x-originating-ip"]),
+                         as: UTF8.self)
+        XCTAssertEqual(out, "Subject: keep\r\nFrom: a@b.example\r\n\r\nReceived: in the body stays\r\nX-Originating-IP: too\r\n")
+        XCTAssertEqual(HeaderHygiene.strip(Array(message.utf8), removing: []), Array(message.utf8))
+        XCTAssertEqual(String(decoding: HeaderHygiene.strip(Array("Received: x\r\n".utf8), removing: ["received"]), as: UTF8.self), "")
+    }
+}
