@@ -43,6 +43,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // C libraries, quarantined.
@@ -62,6 +63,13 @@ let package = Package(
                 path: "Shared/SMGStore", swiftSettings: strict),
         .target(name: "SMGDNS", dependencies: [nioCore, nioPosix, logging], path: "Shared/SMGDNS",
                 exclude: ["README.md"], swiftSettings: strict),
+        .target(name: "SMGDKIM",
+                dependencies: [logging, .product(name: "Crypto", package: "swift-crypto"),
+                               .product(name: "_CryptoExtras", package: "swift-crypto")],
+                path: "Shared/SMGDKIM", exclude: ["README.md"], swiftSettings: strict),
+        .target(name: "SMGDKIMKeys",
+                dependencies: ["SMGDKIM", "SMGRedis", "SMGSync", .product(name: "Crypto", package: "swift-crypto")],
+                path: "Shared/SMGDKIMKeys", swiftSettings: strict),
         .target(name: "SMTPProtocol", dependencies: [nioCore], path: "Shared/SMTPProtocol",
                 swiftSettings: strict),
         .target(name: "SMTPServer", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
@@ -86,10 +94,10 @@ let package = Package(
         service("smg-ingress", "ingress", ["SMGSync", "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
         service("smg-scanner", "scanner"),
         service("smg-classifier", "classifier"),
-        service("smg-signer", "signer"),
+        service("smg-signer", "signer", ["SMGDKIM", "SMGDKIMKeys", "SMGStore"]),
         service("smg-egress-good", "egress-good", ["SMGDelivery"]),
         service("smg-egress-bad", "egress-bad", ["SMGDelivery"]),
-        service("smgctl", "smgctl", ["SMGStore", "SMGBus", "SMGRedis"]),
+        service("smgctl", "smgctl", ["SMGStore", "SMGBus", "SMGRedis", "SMGDKIM", "SMGDKIMKeys", "SMGDNS"]),
 
         // Benchmarks (run with -c release; see bench/README.md).
         .executableTarget(name: "smg-dns-bench", dependencies: ["SMGDNS", logging], path: "bench/dns",
@@ -99,6 +107,8 @@ let package = Package(
         .target(name: "SMGTestSupport", dependencies: ["SMGRedis"], path: "Tests/SMGTestSupport", swiftSettings: strict),
         .target(name: "SMGTestSupportDNS", path: "Tests/SMGTestSupportDNS", swiftSettings: strict),
         .testTarget(name: "SMGDNSTests", dependencies: ["SMGDNS", "SMGTestSupportDNS", nioCore, nioPosix, nioHelpers, logging],
+                    swiftSettings: strict),
+        .testTarget(name: "SMGDKIMTests", dependencies: ["SMGDKIM", "SMGDKIMKeys", "SMGRedis", "SMGTestSupport", logging],
                     swiftSettings: strict),
         .testTarget(name: "SMGCoreTests", dependencies: ["SMGCore"], swiftSettings: strict),
         .testTarget(name: "SMGRedisTests", dependencies: ["SMGRedis", "SMGTestSupport", logging],

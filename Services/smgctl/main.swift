@@ -7,12 +7,11 @@ import Logging
 import Foundation
 
 /// smgctl — the operator's command line: watch the pipeline live, trace one message, look at queues.
-@main
 struct SMGCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smgctl",
         abstract: "Operate the Secure Mail Gateway.",
-        subcommands: [Tap.self, Trace.self, Queue.self])
+        subcommands: [Tap.self, Trace.self, Queue.self, DKIM.self])
 }
 
 struct Connection: ParsableArguments {
@@ -149,3 +148,8 @@ struct Queue: AsyncParsableCommand {
         }
     }
 }
+
+// Top-level entry (not @main, so that subcommands can live in their own files of this module).
+// The generic function makes the compiler pick AsyncParsableCommand's async `main`.
+func runRoot<Command: AsyncParsableCommand>(_ command: Command.Type) async { await command.main(nil) }
+await runRoot(SMGCtl.self)
