@@ -69,7 +69,7 @@ let package = Package(
                 path: "Shared/SMGDKIM", exclude: ["README.md"], swiftSettings: strict),
         .target(name: "SMGDKIMKeys",
                 dependencies: ["SMGDKIM", "SMGRedis", "SMGSync", .product(name: "Crypto", package: "swift-crypto")],
-                path: "Shared/SMGDKIMKeys", swiftSettings: strict),
+                path: "Shared/SMGDKIMKeys", exclude: ["README.md"], swiftSettings: strict),
         .target(name: "SMTPProtocol", dependencies: [nioCore], path: "Shared/SMTPProtocol",
                 swiftSettings: strict),
         .target(name: "SMTPServer", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
@@ -101,6 +101,8 @@ let package = Package(
 
         // Benchmarks (run with -c release; see bench/README.md).
         .executableTarget(name: "smg-dns-bench", dependencies: ["SMGDNS", logging], path: "bench/dns",
+                          swiftSettings: strict),
+        .executableTarget(name: "smg-dkim-bench", dependencies: ["SMGDKIM"], path: "bench/dkim", exclude: ["run.sh"],
                           swiftSettings: strict),
 
         // Tests.

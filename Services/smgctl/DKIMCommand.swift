@@ -133,7 +133,7 @@ struct DKIM: AsyncParsableCommand {
         @OptionGroup var master: MasterKeyOption
         @Argument(help: "The signing domain.") var domain: String
         @Option(name: .long, help: "Selector of the new key.") var selector: String
-        @Option(name: .long, help: "rsa or ed25519 (default: the algorithm of the current active key).") var alg: String?
+        @Option(name: .long, help: "rsa or ed25519 (default: the algorithm of the active keys; required when there are both).") var alg: String?
         @Option(name: .long, help: "RSA key size: 2048 (default), 3072 or 4096.") var bits: Int = 2048
 
         func validate() throws {
@@ -151,6 +151,8 @@ struct DKIM: AsyncParsableCommand {
                 throw ValidationError("--selector: \(error.message)")
             } catch let error as DKIMKeyStoreError where error.code == .notFound {
                 throw ValidationError("<domain>: \(error.message)")
+            } catch let error as DKIMKeyStoreError where error.code == .ambiguous {
+                throw ValidationError("--alg: \(error.message)")
             }
             print("created \(result.created.algorithm.rawValue) key \(result.created.selector) for \(result.created.domain) (active)")
             for old in result.retired {

@@ -164,13 +164,20 @@ public final class DKIMKeyStore: Sendable {
     }
 
     /// Creates `newSelector` as active and turns the domain's active keys of the same algorithm
-    /// into `retiring` (they stay published for verification). Returns the new key and the retired ones.
+    /// into `retiring` (they stay published for verification). Without `algorithm`: that of the
+    /// domain's active keys (an error if it has active keys of both algorithms).
+    /// Returns the new key and the retired ones.
     public func rotate(domain: String, newSelector: String, algorithm: DKIMAlgorithm?, bits: Int = 2048)
         async throws -> (created: DKIMKeyRecord, retired: [DKIMKeyRecord]) {
         let domain = try Self.normalize(domain: domain)
         let existing = try await list(domain: domain)
         let active = existing.filter { $0.state == .active }
-        guard let algorithm = algorithm ?? active.last?.algorithm else {
+        let activeAlgorithms = Set(active.map(\.algorithm))
+        if algorithm == nil && activeAlgorithms.count > 1 {
+            throw DKIMKeyStoreError(code: .ambiguous,
+                                    message: "\(domain) has active rsa and ed25519 keys; say which one to rotate")
+        }
+        guard let algorithm = algorithm ?? activeAlgorithms.first else {
             throw DKIMKeyStoreError(code: .notFound, message: "\(domain) has no active key to rotate; use keygen (or give --alg)")
         }
         let created = try await create(domain: domain, selector: newSelector, algorithm: algorithm, bits: bits)

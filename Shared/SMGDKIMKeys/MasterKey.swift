@@ -11,6 +11,7 @@ public struct DKIMKeyStoreError: Error, CustomStringConvertible, Sendable {
         public static let masterKey = Code(name: "master key")
         public static let exists = Code(name: "exists")
         public static let notFound = Code(name: "not found")
+        public static let ambiguous = Code(name: "ambiguous")
         public static let invalidName = Code(name: "invalid name")
         public static let corrupt = Code(name: "corrupt key record")
         public static let decryption = Code(name: "decryption failed")

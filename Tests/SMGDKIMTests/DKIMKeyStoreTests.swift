@@ -123,9 +123,17 @@ final class DKIMKeyStoreTests: XCTestCase {
         XCTAssertNotNil(all.first { $0.selector == "ed-2025" }?.retiringSince)
         let after = try await store.signingKeys(domain: "example.org")
         XCTAssertEqual(Set(after.map(\.selector)), ["rsa-2025", "ed-2026"])
-        // Without --alg: the algorithm of the newest active key.
-        let next = try await store.rotate(domain: "example.org", newSelector: "ed-2027", algorithm: nil)
+        // Without an algorithm: refused while the domain has active keys of both.
+        do {
+            _ = try await store.rotate(domain: "example.org", newSelector: "x-2027", algorithm: nil)
+            XCTFail("rotated without saying which algorithm")
+        } catch let error as DKIMKeyStoreError {
+            XCTAssertEqual(error.code, .ambiguous)
+        }
+        try await store.create(domain: "only-ed.example", selector: "a", algorithm: .ed25519SHA256)
+        let next = try await store.rotate(domain: "only-ed.example", newSelector: "b", algorithm: nil)
         XCTAssertEqual(next.created.algorithm, .ed25519SHA256)
+        XCTAssertEqual(next.retired.map(\.selector), ["a"])
         do {
             _ = try await store.rotate(domain: "nokeys.example", newSelector: "x", algorithm: nil)
             XCTFail("rotated a domain without keys")
