@@ -59,6 +59,18 @@ struct DKIM: AsyncParsableCommand {
         }
     }
 
+    /// The new key's options, shared by keygen and rotate.
+    struct NewKeyOptions: ParsableArguments {
+        @Option(name: .long, help: "Selector (s=) of the new key, e.g. 2026a.") var selector: String
+        @Option(name: .long, help: "rsa or ed25519 (keygen: rsa; rotate: the algorithm of the active keys).") var alg: String?
+        @Option(name: .long, help: "RSA key size: 2048 (default), 3072 or 4096.") var bits: Int = 2048
+
+        func check(domain: String) throws {
+            try DKIM.checkNames(domain: domain, selector: selector)
+            try DKIM.checkBits(bits, try DKIM.algorithm(alg))
+        }
+    }
+
     static func printRecord(_ record: DKIMKeyRecord) {
         print("record: \(record.recordName) TXT")
         print("value:  \(record.dnsRecord.text)")
@@ -86,22 +98,17 @@ struct DKIM: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @OptionGroup var master: MasterKeyOption
         @Argument(help: "The signing domain (d=), e.g. customer.example.") var domain: String
-        @Option(name: .long, help: "Selector (s=), e.g. 2026a.") var selector: String
-        @Option(name: .long, help: "rsa or ed25519.") var alg: String = "rsa"
-        @Option(name: .long, help: "RSA key size: 2048 (default), 3072 or 4096.") var bits: Int = 2048
+        @OptionGroup var key: NewKeyOptions
 
-        func validate() throws {
-            try DKIM.checkNames(domain: domain, selector: selector)
-            try DKIM.checkBits(bits, try DKIM.algorithm(alg))
-        }
+        func validate() throws { try key.check(domain: domain) }
 
         func run() async throws {
             let store = try DKIM.store(connection, masterKey: try master.load())
             let record: DKIMKeyRecord
             do {
-                record = try await store.create(domain: domain, selector: selector, algorithm: try DKIM.algorithm(alg)!,
-                                                bits: bits)
-            } catch let error as DKIMKeyStoreError where error.code == .exists {
+                record = try await store.create(domain: domain, selector: key.selector,
+                                                algorithm: try DKIM.algorithm(key.alg) ?? .rsaSHA256, bits: key.bits)
+            } catch let error as DKIMError where error.code == .exists {
                 throw ValidationError("--selector: \(error.message)")
             }
             print("created \(record.algorithm.rawValue) key \(record.selector) for \(record.domain) (active)")
@@ -132,26 +139,21 @@ struct DKIM: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @OptionGroup var master: MasterKeyOption
         @Argument(help: "The signing domain.") var domain: String
-        @Option(name: .long, help: "Selector of the new key.") var selector: String
-        @Option(name: .long, help: "rsa or ed25519 (default: the algorithm of the active keys; required when there are both).") var alg: String?
-        @Option(name: .long, help: "RSA key size: 2048 (default), 3072 or 4096.") var bits: Int = 2048
+        @OptionGroup var key: NewKeyOptions
 
-        func validate() throws {
-            try DKIM.checkNames(domain: domain, selector: selector)
-            try DKIM.checkBits(bits, try DKIM.algorithm(alg))
-        }
+        func validate() throws { try key.check(domain: domain) }
 
         func run() async throws {
             let store = try DKIM.store(connection, masterKey: try master.load())
             let result: (created: DKIMKeyRecord, retired: [DKIMKeyRecord])
             do {
-                result = try await store.rotate(domain: domain, newSelector: selector, algorithm: try DKIM.algorithm(alg),
-                                                bits: bits)
-            } catch let error as DKIMKeyStoreError where error.code == .exists {
+                result = try await store.rotate(domain: domain, newSelector: key.selector,
+                                                algorithm: try DKIM.algorithm(key.alg), bits: key.bits)
+            } catch let error as DKIMError where error.code == .exists {
                 throw ValidationError("--selector: \(error.message)")
-            } catch let error as DKIMKeyStoreError where error.code == .notFound {
+            } catch let error as DKIMError where error.code == .notFound {
                 throw ValidationError("<domain>: \(error.message)")
-            } catch let error as DKIMKeyStoreError where error.code == .ambiguous {
+            } catch let error as DKIMError where error.code == .ambiguous {
                 throw ValidationError("--alg: \(error.message)")
             }
             print("created \(result.created.algorithm.rawValue) key \(result.created.selector) for \(result.created.domain) (active)")

@@ -20,7 +20,7 @@ public enum DKIMAlgorithm: String, Sendable, Hashable, CaseIterable, Codable {
     }
 }
 
-/// Errors of DKIM signing and key handling.
+/// Errors of DKIM signing and key management (SMGDKIM and SMGDKIMKeys).
 public struct DKIMError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         let name: String
@@ -29,6 +29,14 @@ public struct DKIMError: Error, CustomStringConvertible, Sendable {
         public static let badKey = Code(name: "bad key")
         public static let badInput = Code(name: "bad input")
         public static let noFromDomain = Code(name: "no From domain")
+        // Key management (SMGDKIMKeys).
+        public static let masterKey = Code(name: "master key")
+        public static let exists = Code(name: "exists")
+        public static let notFound = Code(name: "not found")
+        public static let ambiguous = Code(name: "ambiguous")
+        public static let invalidName = Code(name: "invalid name")
+        public static let corrupt = Code(name: "corrupt key record")
+        public static let decryption = Code(name: "decryption failed")
         public var description: String { name }
     }
     public var code: Code

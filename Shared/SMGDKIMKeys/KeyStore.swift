@@ -85,7 +85,7 @@ public final class DKIMKeyStore: Sendable {
         if d.hasSuffix(".") { d.removeLast() }
         let labels = d.split(separator: ".", omittingEmptySubsequences: false)
         guard labels.count >= 2, d.count <= 253, labels.allSatisfy({ Self.isLabel($0) }) else {
-            throw DKIMKeyStoreError(code: .invalidName, message: "\"\(domain)\" is not a domain name")
+            throw DKIMError(code: .invalidName, message: "\"\(domain)\" is not a domain name")
         }
         return d
     }
@@ -94,7 +94,7 @@ public final class DKIMKeyStore: Sendable {
     public static func normalize(selector: String) throws -> String {
         let s = selector.lowercased()
         guard !s.isEmpty, s.split(separator: ".", omittingEmptySubsequences: false).allSatisfy({ Self.isLabel($0) }) else {
-            throw DKIMKeyStoreError(code: .invalidName, message: "\"\(selector)\" is not a selector (letters, digits, hyphens)")
+            throw DKIMError(code: .invalidName, message: "\"\(selector)\" is not a selector (letters, digits, hyphens)")
         }
         return s
     }
@@ -106,7 +106,7 @@ public final class DKIMKeyStore: Sendable {
 
     func requireMasterKey() throws -> DKIMMasterKey {
         guard let masterKey else {
-            throw DKIMKeyStoreError(code: .masterKey, message: "no master key configured (dkim.master_key_file)")
+            throw DKIMError(code: .masterKey, message: "no master key configured (dkim.master_key_file)")
         }
         return masterKey
     }
@@ -131,9 +131,9 @@ public final class DKIMKeyStore: Sendable {
             ["HSETNX", .init(hashKey(domain: domain)), .init(selector), .init(try Self.encode(record))],
             ["SADD", .init(domainsKey), .init(domain)],
         ])
-        if case .error(let e)? = replies.first { throw DKIMKeyStoreError(code: .corrupt, message: "redis: \(e)") }
+        if case .error(let e)? = replies.first { throw DKIMError(code: .corrupt, message: "redis: \(e)") }
         guard replies.first?.int == 1 else {
-            throw DKIMKeyStoreError(code: .exists, message: "selector \"\(selector)\" already exists for \(domain)")
+            throw DKIMError(code: .exists, message: "selector \"\(selector)\" already exists for \(domain)")
         }
         invalidate(domain)
         return record
@@ -174,11 +174,11 @@ public final class DKIMKeyStore: Sendable {
         let active = existing.filter { $0.state == .active }
         let activeAlgorithms = Set(active.map(\.algorithm))
         if algorithm == nil && activeAlgorithms.count > 1 {
-            throw DKIMKeyStoreError(code: .ambiguous,
+            throw DKIMError(code: .ambiguous,
                                     message: "\(domain) has active rsa and ed25519 keys; say which one to rotate")
         }
         guard let algorithm = algorithm ?? activeAlgorithms.first else {
-            throw DKIMKeyStoreError(code: .notFound, message: "\(domain) has no active key to rotate; use keygen (or give --alg)")
+            throw DKIMError(code: .notFound, message: "\(domain) has no active key to rotate; use keygen (or give --alg)")
         }
         let created = try await create(domain: domain, selector: newSelector, algorithm: algorithm, bits: bits)
         let now = Int64(Date().timeIntervalSince1970 * 1000)
@@ -204,7 +204,7 @@ public final class DKIMKeyStore: Sendable {
         let records = try await list(domain: domain).filter { $0.state == .active }
         let keys = try records.map { record -> DKIMSigningKey in
             guard let sealed = Data(base64Encoded: record.sealedPrivateKey) else {
-                throw DKIMKeyStoreError(code: .corrupt, message: "\(record.recordName): private key is not base64")
+                throw DKIMError(code: .corrupt, message: "\(record.recordName): private key is not base64")
             }
             let secret = try master.open(Array(sealed), context: DKIMKeyRecord.context(
                 domain: record.domain, selector: record.selector, algorithm: record.algorithm))
@@ -229,7 +229,7 @@ public final class DKIMKeyStore: Sendable {
 
     static func decode(_ bytes: [UInt8]) throws -> DKIMKeyRecord {
         do { return try JSONDecoder().decode(DKIMKeyRecord.self, from: Data(bytes)) } catch {
-            throw DKIMKeyStoreError(code: .corrupt, message: "\(error)")
+            throw DKIMError(code: .corrupt, message: "\(error)")
         }
     }
 }

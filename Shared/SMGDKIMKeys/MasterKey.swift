@@ -1,30 +1,9 @@
 import Crypto
+import SMGDKIM
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Errors of DKIM key management, with a code callers can switch on.
-public struct DKIMKeyStoreError: Error, CustomStringConvertible, Sendable {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        let name: String
-        public static let masterKey = Code(name: "master key")
-        public static let exists = Code(name: "exists")
-        public static let notFound = Code(name: "not found")
-        public static let ambiguous = Code(name: "ambiguous")
-        public static let invalidName = Code(name: "invalid name")
-        public static let corrupt = Code(name: "corrupt key record")
-        public static let decryption = Code(name: "decryption failed")
-        public var description: String { name }
-    }
-    public var code: Code
-    public var message: String
-    public init(code: Code, message: String) {
-        self.code = code
-        self.message = message
-    }
-    public var description: String { "\(code): \(message)" }
-}
 
 /// The key that encrypts DKIM private keys at rest (AES-256-GCM): 32 random octets in a file
 /// readable by its owner only (mode 0600; group/other access is refused). It never goes to Redis.
@@ -33,7 +12,7 @@ public struct DKIMMasterKey: @unchecked Sendable {   // SymmetricKey is an immut
 
     public init(bytes: [UInt8]) throws {
         guard bytes.count == 32 else {
-            throw DKIMKeyStoreError(code: .masterKey, message: "a master key is 32 octets (got \(bytes.count))")
+            throw DKIMError(code: .masterKey, message: "a master key is 32 octets (got \(bytes.count))")
         }
         key = SymmetricKey(data: bytes)
     }
@@ -42,17 +21,17 @@ public struct DKIMMasterKey: @unchecked Sendable {   // SymmetricKey is an immut
     public static func load(path: String) throws -> DKIMMasterKey {
         var info = stat()
         guard stat(path, &info) == 0 else {
-            throw DKIMKeyStoreError(code: .masterKey, message: "\(path): \(String(cString: strerror(errno)))")
+            throw DKIMError(code: .masterKey, message: "\(path): \(String(cString: strerror(errno)))")
         }
         guard info.st_mode & 0o077 == 0 else {
-            throw DKIMKeyStoreError(code: .masterKey,
+            throw DKIMError(code: .masterKey,
                                     message: "\(path): mode \(String(info.st_mode & 0o777, radix: 8)) lets others read it; chmod 600")
         }
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw DKIMKeyStoreError(code: .masterKey, message: "\(path): cannot read")
+            throw DKIMError(code: .masterKey, message: "\(path): cannot read")
         }
-        do { return try DKIMMasterKey(bytes: Array(data)) } catch let error as DKIMKeyStoreError {
-            throw DKIMKeyStoreError(code: error.code, message: "\(path): \(error.message)")
+        do { return try DKIMMasterKey(bytes: Array(data)) } catch let error as DKIMError {
+            throw DKIMError(code: error.code, message: "\(path): \(error.message)")
         }
     }
 
@@ -60,7 +39,7 @@ public struct DKIMMasterKey: @unchecked Sendable {   // SymmetricKey is an immut
     public static func create(path: String) throws {
         let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw DKIMKeyStoreError(code: .masterKey, message: "\(path): \(String(cString: strerror(errno)))")
+            throw DKIMError(code: .masterKey, message: "\(path): \(String(cString: strerror(errno)))")
         }
         defer { Glibc.close(fd) }
         let bytes = SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }
@@ -68,7 +47,7 @@ public struct DKIMMasterKey: @unchecked Sendable {   // SymmetricKey is an immut
         guard written == bytes.count, fchmod(fd, 0o600) == 0, fsync(fd) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(path)
-            throw DKIMKeyStoreError(code: .masterKey, message: "\(path): \(reason)")
+            throw DKIMError(code: .masterKey, message: "\(path): \(reason)")
         }
     }
 
@@ -81,7 +60,7 @@ public struct DKIMMasterKey: @unchecked Sendable {   // SymmetricKey is an immut
         do {
             return Array(try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key, authenticating: context))
         } catch {
-            throw DKIMKeyStoreError(code: .decryption,
+            throw DKIMError(code: .decryption,
                                     message: "cannot decrypt (wrong master key, or the record was altered)")
         }
     }

@@ -40,7 +40,7 @@ final class DKIMKeyStoreTests: XCTestCase {
         XCTAssertEqual((attributes[.size] as? NSNumber)?.intValue, 32)
         let before = try Data(contentsOf: URL(fileURLWithPath: path))
         XCTAssertThrowsError(try DKIMMasterKey.create(path: path)) {
-            XCTAssertEqual(($0 as? DKIMKeyStoreError)?.code, .masterKey)
+            XCTAssertEqual(($0 as? DKIMError)?.code, .masterKey)
         }
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path)), before)
         XCTAssertNoThrow(try DKIMMasterKey.load(path: path))
@@ -64,7 +64,7 @@ final class DKIMKeyStoreTests: XCTestCase {
         do {
             try await store.create(domain: "customer.example", selector: "ed1", algorithm: .ed25519SHA256)
             XCTFail("duplicate selector accepted")
-        } catch let error as DKIMKeyStoreError {
+        } catch let error as DKIMError {
             XCTAssertEqual(error.code, .exists)
         }
 
@@ -91,7 +91,7 @@ final class DKIMKeyStoreTests: XCTestCase {
         do {
             _ = try await other.signingKeys(domain: "customer.example")
             XCTFail("opened with the wrong master key")
-        } catch let error as DKIMKeyStoreError {
+        } catch let error as DKIMError {
             XCTAssertEqual(error.code, .decryption)
         }
 
@@ -104,7 +104,7 @@ final class DKIMKeyStoreTests: XCTestCase {
         do {
             _ = try await fresh.signingKeys(domain: "customer.example")
             XCTFail("a key moved to another slot was accepted")
-        } catch let error as DKIMKeyStoreError {
+        } catch let error as DKIMError {
             XCTAssertEqual(error.code, .decryption)
         }
     }
@@ -127,7 +127,7 @@ final class DKIMKeyStoreTests: XCTestCase {
         do {
             _ = try await store.rotate(domain: "example.org", newSelector: "x-2027", algorithm: nil)
             XCTFail("rotated without saying which algorithm")
-        } catch let error as DKIMKeyStoreError {
+        } catch let error as DKIMError {
             XCTAssertEqual(error.code, .ambiguous)
         }
         try await store.create(domain: "only-ed.example", selector: "a", algorithm: .ed25519SHA256)
@@ -137,7 +137,7 @@ final class DKIMKeyStoreTests: XCTestCase {
         do {
             _ = try await store.rotate(domain: "nokeys.example", newSelector: "x", algorithm: nil)
             XCTFail("rotated a domain without keys")
-        } catch let error as DKIMKeyStoreError {
+        } catch let error as DKIMError {
             XCTAssertEqual(error.code, .notFound)
         }
     }
