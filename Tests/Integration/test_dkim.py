@@ -48,7 +48,35 @@ def verify_all(raw: bytes, records: dict):
     return count, [dkim.DKIM(raw).verify(idx=i, dnsfunc=dnsfunc) for i in range(count)]
 
 
-def test_signed_at_the_sink_and_verified_by_dkimpy(gateway, sink, workdir):
+def opendkim_verify(workdir, raw: bytes, records: dict, name: str) -> str:
+    """OpenDKIM's opendkim-testmsg on one message (keys served by knotd in a private namespace)."""
+    (workdir / "records.txt").write_text("".join(f"{k} {v}\n" for k, v in records.items()))
+    path = workdir / name
+    path.write_bytes(raw)
+    out = subprocess.run([str(ROOT / "Tests/Fixtures/dkim/opendkim-verify.sh"), str(workdir / "records.txt"), str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split(" ", 2)[0]
+
+
+def header_fields(raw: bytes):
+    """(header fields with their folded lines and CRLFs, body)."""
+    head, body = raw.split(b"\r\n\r\n", 1)
+    fields = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line + b"\r\n"
+        else:
+            fields.append(line + b"\r\n")
+    return fields, body
+
+
+def dated(message: bytes) -> bytes:
+    # opendkim-testmsg refuses messages without the Date field RFC 5322 requires.
+    return b"Date: Mon, 23 Nov 2026 05:00:00 +0000\r\n" + message
+
+
+def test_signed_at_the_sink_and_verified_by_dkimpy_and_opendkim(gateway, sink, workdir):
     master = init_master_key(gateway, workdir)
     records = {
         "ed1._domainkey.customer.example": keygen(gateway, master, "customer.example", "ed1", "ed25519"),
@@ -62,7 +90,7 @@ def test_signed_at_the_sink_and_verified_by_dkimpy(gateway, sink, workdir):
     assert b"PRIVATE KEY" not in redis_dump
 
     gateway.start_all(SMG_DKIM_MASTER_KEY_FILE=str(master))
-    signed_id = send(gateway.ingress_port, make_message("dkim-signed", sender="sender@customer.example"))
+    signed_id = send(gateway.ingress_port, dated(make_message("dkim-signed", sender="sender@customer.example")))
     unsigned_id = send(gateway.ingress_port, make_message("dkim-unsigned", sender="someone@other.example"),
                        sender="someone@other.example")
     wait_until(lambda: sink.count() == 2, 30, what="both messages at the sink")
@@ -75,6 +103,16 @@ def test_signed_at_the_sink_and_verified_by_dkimpy(gateway, sink, workdir):
     # A header changed after signing fails.
     tampered = raw.replace(b"Subject: dkim-signed", b"Subject: dkim-signed!")
     assert verify_all(tampered, records)[1] == [False, False]
+    # OpenDKIM, once per signature (it reports one result per message).
+    fields, body = header_fields(raw)
+    signatures = [f for f in fields if f.lower().startswith(b"dkim-signature:")]
+    others = b"".join(f for f in fields if not f.lower().startswith(b"dkim-signature:"))
+    assert len(signatures) == 2
+    for i, sig in enumerate(signatures):
+        one = sig + others + b"\r\n" + body
+        assert opendkim_verify(workdir, one, records, f"sink-{i}.eml") == "PASS"
+        changed = one.replace(b"Subject: dkim-signed", b"Subject: dkim-signed!")
+        assert opendkim_verify(workdir, changed, records, f"sink-{i}-changed.eml") == "FAIL"
 
     assert b"DKIM-Signature" not in by_subject[b"dkim-unsigned"]
 
