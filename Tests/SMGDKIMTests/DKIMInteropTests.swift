@@ -153,6 +153,23 @@ final class DKIMInteropTests: XCTestCase {
         if ProcessInfo.processInfo.environment["SMG_KEEP_DKIM_FILES"] != nil { print("kept \(dir.path)"); try? FileManager.default.copyItem(at: dir, to: URL(fileURLWithPath: "/tmp/smg-dkim-kept")) }
     }
 
+    /// RSA-4096: its key record is longer than one TXT string (split at 255 octets in the zone).
+    func testRSA4096WithSplitRecord() throws {
+        let key = DKIMSigningKey(domain: "example.com", selector: "big", key: try .generate(.rsaSHA256, bits: 4096))
+        XCTAssertGreaterThan(key.key.dnsRecord.strings.count, 1)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("smg-dkim-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let octets = Self.messages[0].1
+        let signed = Array(try DKIMSigner().signatureHeaders(for: octets, keys: [key], time: 1_790_000_000).utf8) + octets
+        let file = dir.appendingPathComponent("rsa4096.eml").path
+        try Data(signed).write(to: URL(fileURLWithPath: file))
+        let (dkimpy, opendkim) = try Self.verifyBoth(
+            records: "big._domainkey.example.com \(key.key.dnsRecord.text)\n", files: [file], in: dir)
+        XCTAssertEqual(dkimpy[file], "PASS 1")
+        XCTAssertEqual(opendkim[file], "PASS")
+    }
+
     /// The RFC 8463 message as published passes both verifiers (the harness itself is sound),
     /// and fails both once its Subject is changed.
     func testVerifiersOnPublishedVector() throws {
