@@ -10,6 +10,7 @@ APT_PACKAGES=(
   swaks                                              # a real SMTP client for tests
   knot knot-dnsutils unbound ldnsutils bind9-dnsutils # the DNS test fixture (authoritative + validating resolver)
   python3 python3-pip                                # test peers (smtplib, aiosmtpd) and the local sink
+  opendkim-tools                                     # opendkim-testmsg: an independent DKIM verifier for tests
 )
 
 missing=()
@@ -23,11 +24,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python test peers: aiosmtpd (SMTP sink), redis (inspecting the store), pytest (integration tests).
-if ! python3 -c "import aiosmtpd, redis, pytest" 2>/dev/null; then
-  echo "install-deps: installing Python packages aiosmtpd redis pytest" >&2
-  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd redis pytest 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd redis pytest
+# Python test peers: aiosmtpd (SMTP sink), redis (inspecting the store), pytest (integration tests),
+# dkimpy + pynacl (an independent DKIM verifier, RSA and Ed25519).
+if ! python3 -c "import aiosmtpd, redis, pytest, dkim, nacl" 2>/dev/null; then
+  echo "install-deps: installing Python packages aiosmtpd redis pytest dkimpy pynacl" >&2
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd redis pytest dkimpy pynacl 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd redis pytest dkimpy pynacl
 fi
 
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.1 or newer is needed)" >&2; exit 1; }

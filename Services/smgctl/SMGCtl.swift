@@ -7,12 +7,12 @@ import Logging
 import Foundation
 
 /// smgctl — the operator's command line: watch the pipeline live, trace one message, look at queues.
-@main
 struct SMGCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smgctl",
         abstract: "Operate the Secure Mail Gateway.",
-        subcommands: [Tap.self, Trace.self, Queue.self, CustomerCommand.self, AccountCommand.self, TLSACommand.self])
+        subcommands: [Tap.self, Trace.self, Queue.self, CustomerCommand.self, AccountCommand.self, TLSACommand.self,
+                      DKIM.self])
 }
 
 struct Connection: ParsableArguments {

@@ -97,7 +97,7 @@ public struct DeliveryWorker: StageWorker {
             let addresses = indices.map { recipients[$0].address }
             let result = await SMTPClient.deliver(
                 to: hop.host, port: hop.port, reversePath: message.envelope.sender, recipients: addresses,
-                message: ByteBuffer(bytes: message.body), configuration: client, group: context.process.group,
+                message: ByteBuffer(bytes: message.outgoingBody), configuration: client, group: context.process.group,
                 logger: context.logger)
             let replies = Dictionary(result.recipients.map { ($0.recipient, $0.reply) }, uniquingKeysWith: { a, _ in a })
             events.append(context.event(EventType.deliveryAttempt, id: id, facts: [

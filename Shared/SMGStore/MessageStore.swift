@@ -10,6 +10,16 @@ public struct StoredMessage: Sendable {
     /// Every field of the message hash (`lane`, `rcpt:<address>`, stage facts, …).
     public var fields: [String: String]
 
+    /// The field where the signer records the `DKIM-Signature` header fields (CRLF-terminated,
+    /// possibly empty); egress sends them on top of the body.
+    public static let dkimField = "dkim"
+
+    /// The octets egress sends: the signer's header fields, then the stored body.
+    public var outgoingBody: [UInt8] {
+        guard let dkim = fields[Self.dkimField], !dkim.isEmpty else { return body }
+        return Array(dkim.utf8) + body
+    }
+
     /// Recipients with the state egress recorded for them (`rcpt:<address>`), else as accepted.
     public var recipients: [Recipient] {
         envelope.recipients.map { r in
