@@ -77,6 +77,7 @@ let package = Package(
                     .product(name: "Yams", package: "Yams"),
                 ],
                 path: "Shared/SMGRuntime", swiftSettings: strict),
+        .target(name: "SMGMIME", path: "Shared/SMGMIME", swiftSettings: strict),
         .target(name: "SMGDelivery",
                 dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMTPClient", "SMTPProtocol", logging,
                                nioCore, nioPosix],
@@ -115,6 +116,7 @@ let package = Package(
         .testTarget(name: "SMTPClientTests",
                     dependencies: ["SMTPClient", "SMTPServer", "SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
                     exclude: ["aiosmtpd_sink.py"], swiftSettings: strict),
+        .testTarget(name: "SMGMIMETests", dependencies: ["SMGMIME"], swiftSettings: strict),
         .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGCore"], swiftSettings: strict),
     ]
 )
