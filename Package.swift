@@ -51,6 +51,10 @@ let package = Package(
         .systemLibrary(name: "CZeroMQ", path: "Shared/CZeroMQ", pkgConfig: "libzmq",
                        providers: [.apt(["libzmq3-dev"])]),
 
+        .systemLibrary(name: "CClamAV", path: "Shared/CClamAV", pkgConfig: "libclamav",
+                       providers: [.apt(["libclamav-dev"])]),
+        .systemLibrary(name: "CYara", path: "Shared/CYara", pkgConfig: "yara", providers: [.apt(["libyara-dev"])]),
+
         // Shared modules, one concern each.
         .target(name: "SMGSync", path: "Shared/SMGSync", swiftSettings: strict),
         .target(name: "SMGCore", dependencies: ["SMGSync"], path: "Shared/SMGCore", swiftSettings: strict),
@@ -78,6 +82,12 @@ let package = Package(
                 ],
                 path: "Shared/SMGRuntime", swiftSettings: strict),
         .target(name: "SMGMIME", path: "Shared/SMGMIME", swiftSettings: strict),
+        .target(name: "SMGClamAV", dependencies: ["CClamAV", "SMGSync", logging], path: "Shared/SMGClamAV",
+                swiftSettings: strict),
+        .target(name: "SMGYara", dependencies: ["CYara", "SMGSync", logging], path: "Shared/SMGYara",
+                swiftSettings: strict),
+        .target(name: "SMGVirusScan", dependencies: ["SMGClamAV", "SMGYara", "SMGMIME", logging],
+                path: "Shared/SMGVirusScan", swiftSettings: strict),
         .target(name: "SMGDelivery",
                 dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMTPClient", "SMTPProtocol", logging,
                                nioCore, nioPosix],
@@ -117,6 +127,8 @@ let package = Package(
                     dependencies: ["SMTPClient", "SMTPServer", "SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
                     exclude: ["aiosmtpd_sink.py"], swiftSettings: strict),
         .testTarget(name: "SMGMIMETests", dependencies: ["SMGMIME"], swiftSettings: strict),
+        .testTarget(name: "SMGVirusScanTests", dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
+                    swiftSettings: strict),
         .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGCore"], swiftSettings: strict),
     ]
 )
