@@ -88,6 +88,8 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "SMGVirusScan", dependencies: ["SMGClamAV", "SMGYara", "SMGMIME", logging],
                 path: "Shared/SMGVirusScan", swiftSettings: strict),
+        .target(name: "SMGNDR", dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMGMIME", logging],
+                path: "Shared/SMGNDR", swiftSettings: strict),
         .target(name: "SMGDelivery",
                 dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMTPClient", "SMTPProtocol", logging,
                                nioCore, nioPosix],
@@ -95,7 +97,8 @@ let package = Package(
 
         // Services: small mains.
         service("smg-ingress", "ingress", ["SMGSync", "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
-        service("smg-scanner", "scanner"),
+        service("smg-scanner", "scanner", ["SMGStore", "SMGNDR", "SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME",
+                                           lifecycle, .product(name: "Metrics", package: "swift-metrics")]),
         service("smg-classifier", "classifier"),
         service("smg-signer", "signer"),
         service("smg-egress-good", "egress-good", ["SMGDelivery"]),
@@ -129,6 +132,7 @@ let package = Package(
         .testTarget(name: "SMGMIMETests", dependencies: ["SMGMIME"], swiftSettings: strict),
         .testTarget(name: "SMGVirusScanTests", dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
                     swiftSettings: strict),
+        .testTarget(name: "SMGNDRTests", dependencies: ["SMGNDR", "SMGMIME"], swiftSettings: strict),
         .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGCore"], swiftSettings: strict),
     ]
 )

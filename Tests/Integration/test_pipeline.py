@@ -12,7 +12,7 @@ import pytest
 
 from harness import make_message, queued_id, send, subject_of, wait_until
 
-STAGE_ORDER = ["accepted", "scanned.passthrough", "classified", "signed", "delivery.attempt", "delivered"]
+STAGE_ORDER = ["accepted", "scanned.clean", "classified", "signed", "delivery.attempt", "delivered"]
 
 
 def test_message_reaches_sink_intact_and_trace_shows_every_stage(gateway, sink):
@@ -164,7 +164,7 @@ def test_second_scanner_started_mid_run_takes_a_share(gateway, sink, redis_serve
     scanners = collections.Counter()
     for _, fields in r.xrange("smg:events"):
         event = json.loads(fields[b"e"])
-        if event["type"] == "scanned.passthrough":
+        if event["type"] == "scanned.clean":
             scanners[event["process"]] += 1
     assert scanners["smg-scanner"] > 0 and scanners["smg-scanner-2"] > 0, scanners
     assert sum(scanners.values()) == 120
