@@ -91,7 +91,7 @@ let package = Package(
         .target(name: "SMGNDR", dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMGMIME", logging],
                 path: "Shared/SMGNDR", swiftSettings: strict),
         .target(name: "SMGDelivery",
-                dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMTPClient", "SMTPProtocol", logging,
+                dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMGNDR", "SMTPClient", "SMTPProtocol", logging,
                                nioCore, nioPosix],
                 path: "Shared/SMGDelivery", swiftSettings: strict),
 
@@ -101,13 +101,17 @@ let package = Package(
                                            lifecycle, .product(name: "Metrics", package: "swift-metrics")]),
         service("smg-classifier", "classifier"),
         service("smg-signer", "signer"),
-        service("smg-egress-good", "egress-good", ["SMGDelivery"]),
-        service("smg-egress-bad", "egress-bad", ["SMGDelivery"]),
+        service("smg-egress-good", "egress-good", ["SMGDelivery", "SMGNDR"]),
+        service("smg-egress-bad", "egress-bad", ["SMGDelivery", "SMGNDR"]),
         service("smgctl", "smgctl", ["SMGStore", "SMGBus", "SMGRedis"]),
 
         // Benchmarks (run with -c release; see bench/README.md).
         .executableTarget(name: "smg-dns-bench", dependencies: ["SMGDNS", logging], path: "bench/dns",
                           swiftSettings: strict),
+
+        .executableTarget(name: "smg-scanner-bench",
+                          dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
+                          path: "bench/scanner", swiftSettings: strict),
 
         // Tests.
         .target(name: "SMGTestSupport", dependencies: ["SMGRedis"], path: "Tests/SMGTestSupport", swiftSettings: strict),
