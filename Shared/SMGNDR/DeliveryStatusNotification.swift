@@ -1,4 +1,5 @@
 public import Foundation
+import SMGCore
 import SMGMIME
 
 /// One recipient's entry in a DSN (RFC 3464 §2.3).
@@ -64,7 +65,7 @@ public struct DeliveryStatusNotification: Sendable {
         if let subject = original.headers["subject"] {
             text += "Subject of your message: \(Self.oneLine(MIMEDecoding.encodedWords(subject)))\r\n"
         }
-        text += "Received by the gateway: \(Self.rfc5322Date(arrivalDate)) (id \(originalID))\r\n\r\n"
+        text += "Received by the gateway: \(Timestamp.rfc5322(arrivalDate)) (id \(originalID))\r\n\r\n"
         text += "Reason: \(Self.oneLine(reason))\r\n\r\n"
         for r in recipients {
             text += "<\(r.address)>: \(r.action)"
@@ -82,7 +83,7 @@ public struct DeliveryStatusNotification: Sendable {
         out += "From: Mail Delivery System <\(from)>\r\n"
         out += "To: <\(to)>\r\n"
         out += "Subject: \(subject)\r\n"
-        out += "Date: \(Self.rfc5322Date(date))\r\n"
+        out += "Date: \(Timestamp.rfc5322(date))\r\n"
         out += "Message-ID: <\(messageID)>\r\n"
         out += "Auto-Submitted: auto-replied\r\n"
         out += "X-SMG-Original-Id: \(originalID)\r\n"
@@ -101,7 +102,7 @@ public struct DeliveryStatusNotification: Sendable {
         // Per-message fields (§2.2), an empty line, then one block per recipient (§2.3).
         out += "Reporting-MTA: dns; \(reportingMTA)\r\n"
         out += "Original-Envelope-Id: \(originalID)\r\n"
-        out += "Arrival-Date: \(Self.rfc5322Date(arrivalDate))\r\n"
+        out += "Arrival-Date: \(Timestamp.rfc5322(arrivalDate))\r\n"
         for r in recipients {
             out += "\r\n"
             out += "Final-Recipient: rfc822; \(r.address)\r\n"
@@ -122,17 +123,5 @@ public struct DeliveryStatusNotification: Sendable {
 
     static func oneLine(_ text: String) -> String {
         String(text.map { $0 == "\r" || $0 == "\n" ? " " : $0 }).trimmingCharacters(in: .whitespaces)
-    }
-
-    /// RFC 5322 date in UTC, e.g. `Mon, 23 Nov 2026 05:00:00 +0000`.
-    public static func rfc5322Date(_ date: Date) -> String {
-        var t = time_t(date.timeIntervalSince1970)
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(days[Int(parts.tm_wday)]), \(parts.tm_mday) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
-            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) +0000"
     }
 }

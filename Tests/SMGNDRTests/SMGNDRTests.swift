@@ -59,6 +59,6 @@ final class DeliveryStatusNotificationTests: XCTestCase {
     }
 
     func testRFC5322Date() {
-        XCTAssertEqual(DeliveryStatusNotification.rfc5322Date(Date(timeIntervalSince1970: 0)), "Thu, 1 Jan 1970 00:00:00 +0000")
+        XCTAssertEqual(Timestamp.rfc5322(Date(timeIntervalSince1970: 0)), "Thu, 1 Jan 1970 00:00:00 +0000")
     }
 }
