@@ -37,8 +37,14 @@ await ServiceMain.run(program: "smg-scanner", keys: StageKeys.all + ScannerKeys.
         blockLimitsExceeded: try config.get(ScannerKeys.blockLimitsExceeded),
         yaraTimeoutSeconds: max(1, Int(timeout.components.seconds)))
     let worker = ScanWorker(scanner: scanner, ndr: try NDRSender(process: process))
+    let redis = process.redis
     try await process.run([
         StageRunner(process: process, settings: settings, worker: worker),
         SignatureReloader(clamav: clamav, interval: try config.get(ScannerKeys.reloadInterval)),
-    ])
+    ], health: {
+        // Unhealthy without signatures: messages are held (fail closed) until they load.
+        guard let engine = clamav.engine else { return (false, "clamav: no signatures (\(clamav.lastError ?? "not loaded"))") }
+        do { _ = try await redis.command("PING") } catch { return (false, "redis: \(error)") }
+        return (true, "clamav \(engine.signatureCount) signatures (db \(engine.databaseVersion)), yara \(yara.ruleCount) rules")
+    })
 }

@@ -124,7 +124,7 @@ final class YaraRulesTests: XCTestCase {
 
     func testShippedRules() throws {
         let rules = try rules()
-        XCTAssertGreaterThanOrEqual(rules.ruleCount, 6)
+        XCTAssertGreaterThanOrEqual(rules.ruleCount, 8)
         func names(_ bytes: [UInt8], _ filename: String = "", _ type: String = "text/plain") throws -> [String] {
             try rules.scan(bytes, variables: ["filename": filename, "content_type": type]).map(\.rule)
         }
@@ -240,6 +240,23 @@ final class VirusScannerTests: XCTestCase {
         let passed = try await (try await scanner(block: false)).scan(message, logger: logger)
         XCTAssertFalse(passed.infected)
         XCTAssertEqual(passed.limitsExceeded, ["Heuristics.Limits.Exceeded.MaxRecursion"])
+    }
+
+    func testFlatZipBombIsCaughtByTheYaraRule() async throws {
+        // One member of 200 MB of zeros (about 200 KB deflated): libclamav only scans the first
+        // max_file_size bytes of it and raises no alert, so the shipped YARA rule gives the verdict.
+        let zip = try python("""
+            import io, sys, zipfile
+            b = io.BytesIO()
+            with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+                z.writestr("zeros.bin", bytes(200 << 20))
+            sys.stdout.buffer.write(b.getvalue())
+            """)
+        let message = mail([(["Content-Type: application/zip", "Content-Transfer-Encoding: base64",
+                              "Content-Disposition: attachment; filename=flat.zip"], base64Lines(zip))])
+        let report = try await (try await scanner()).scan(message, logger: logger)
+        XCTAssertEqual(report.findings.map(\.signature), ["SMG_Zip_Bomb_Ratio"])
+        XCTAssertEqual(report.findings.first?.filename, "flat.zip")
     }
 
     func testFiftyMegabyteAttachmentStaysWithinLimits() async throws {

@@ -81,3 +81,17 @@ rule SMG_Double_Extension
     condition:
         filename matches /\.(pdf|docx?|xlsx?|pptx?|txt|rtf|jpe?g|png|gif|bmp|zip|rar|7z|html?|csv|mp3|mp4|avi)[ _]*\.(exe|scr|com|pif|bat|cmd|vbs|js|jse|wsf|hta|lnk|ps1|jar|msi)$/is
 }
+
+rule SMG_Zip_Bomb_Ratio
+{
+    meta:
+        description = "zip member that expands more than 100-fold to over 100 MB (a flat zip bomb)"
+    strings:
+        $local = { 50 4B 03 04 }
+    condition:
+        uint32(0) == 0x04034B50 and
+        for any i in (1..#local) : (
+            uint32(@local[i] + 22) > 104857600 and uint32(@local[i] + 22) != 0xFFFFFFFF and
+            uint32(@local[i] + 22) \ 100 > uint32(@local[i] + 18)
+        )
+}
