@@ -111,7 +111,7 @@ public enum MIMEDecoding {
             }
             let before = rest[..<start.lowerBound]
             if let (decoded, end) = decodeWord(rest[start.lowerBound...]) {
-                if !(lastWasEncoded && before.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" })) {
+                if !(lastWasEncoded && before.allSatisfy(\.isWhitespace)) {
                     result += pendingSpace + before
                 }
                 result += decoded

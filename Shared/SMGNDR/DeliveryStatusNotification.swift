@@ -105,11 +105,11 @@ public struct DeliveryStatusNotification: Sendable {
         out += "Arrival-Date: \(Timestamp.rfc5322(arrivalDate))\r\n"
         for r in recipients {
             out += "\r\n"
-            out += "Final-Recipient: rfc822; \(r.address)\r\n"
+            out += "Final-Recipient: rfc822; \(Self.ascii(r.address))\r\n"
             out += "Action: \(r.action)\r\n"
             out += "Status: \(r.status)\r\n"
-            if let remote = r.remoteMTA { out += "Remote-MTA: dns; \(remote)\r\n" }
-            if let d = r.diagnostic { out += "Diagnostic-Code: smtp; \(Self.oneLine(d))\r\n" }
+            if let remote = r.remoteMTA { out += "Remote-MTA: dns; \(Self.ascii(remote))\r\n" }
+            if let d = r.diagnostic { out += "Diagnostic-Code: smtp; \(Self.ascii(d))\r\n" }
         }
         out += "\r\n--\(boundary)\r\n"
         out += "Content-Description: Undelivered message headers\r\n"
@@ -121,7 +121,15 @@ public struct DeliveryStatusNotification: Sendable {
         return bytes
     }
 
+    /// One line of printable US-ASCII: `message/delivery-status` is 7-bit (RFC 3464 §2.1);
+    /// anything else (a UTF-8 file name in a reply) becomes `?`.
+    static func ascii(_ text: String) -> String {
+        String(String.UnicodeScalarView(oneLine(text).unicodeScalars.map { $0.value >= 0x20 && $0.value < 0x7F ? $0 : "?" }))
+    }
+
     static func oneLine(_ text: String) -> String {
-        String(text.map { $0 == "\r" || $0 == "\n" ? " " : $0 }).trimmingCharacters(in: .whitespaces)
+        // By scalar: "\r\n" is one Character in Swift and would slip through a Character test.
+        String(String.UnicodeScalarView(text.unicodeScalars.map { $0 == "\r" || $0 == "\n" ? " " : $0 }))
+            .trimmingCharacters(in: .whitespaces)
     }
 }

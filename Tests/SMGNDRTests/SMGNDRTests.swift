@@ -48,6 +48,18 @@ final class DeliveryStatusNotificationTests: XCTestCase {
         XCTAssertTrue(headers.contains("Message-ID: <m1@customer.example>"))
     }
 
+    func testDeliveryStatusPartStaysSevenBit() throws {
+        let report = try XCTUnwrap(DeliveryStatusNotification(
+            originalSender: "a@x.example", originalID: "01JD0000000000000000000000", originalMessage: original,
+            arrivalDate: Date(), recipients: [DSNRecipient(address: "b@y.example", status: "5.7.1",
+                                                           diagnostic: "554 5.7.1 virus in Über.zip\r\nInjected: yes")],
+            reason: "r", domain: "gw.example", reportingMTA: "gw.example"))
+        let status = MIMEParser.parse(report.render(messageID: "n@gw.example")).root.children[1].body
+        XCTAssertTrue(status.allSatisfy { $0 < 0x80 })
+        let text = String(decoding: status, as: UTF8.self)
+        XCTAssertTrue(text.contains("Diagnostic-Code: smtp; 554 5.7.1 virus in ?ber.zip  Injected: yes\r\n"), text)
+    }
+
     func testDerivedIDsAreValidStableAndDistinct() throws {
         let original = MessageID.make()
         let a = NDRSender.ndrID(for: original, kind: "virus")
