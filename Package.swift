@@ -56,6 +56,10 @@ let package = Package(
         .systemLibrary(name: "CZeroMQ", path: "Shared/CZeroMQ", pkgConfig: "libzmq",
                        providers: [.apt(["libzmq3-dev"])]),
 
+        .systemLibrary(name: "CClamAV", path: "Shared/CClamAV", pkgConfig: "libclamav",
+                       providers: [.apt(["libclamav-dev"])]),
+        .systemLibrary(name: "CYara", path: "Shared/CYara", pkgConfig: "yara", providers: [.apt(["libyara-dev"])]),
+
         // Shared modules, one concern each.
         .target(name: "SMGSync", path: "Shared/SMGSync", swiftSettings: strict),
         .target(name: "SMGCore", dependencies: ["SMGSync"], path: "Shared/SMGCore", swiftSettings: strict),
@@ -91,18 +95,28 @@ let package = Package(
                     .product(name: "Yams", package: "Yams"),
                 ],
                 path: "Shared/SMGRuntime", swiftSettings: strict),
+        .target(name: "SMGMIME", path: "Shared/SMGMIME", swiftSettings: strict),
+        .target(name: "SMGClamAV", dependencies: ["CClamAV", "SMGSync", logging], path: "Shared/SMGClamAV",
+                swiftSettings: strict),
+        .target(name: "SMGYara", dependencies: ["CYara", "SMGSync", logging], path: "Shared/SMGYara",
+                swiftSettings: strict),
+        .target(name: "SMGVirusScan", dependencies: ["SMGClamAV", "SMGYara", "SMGMIME", logging],
+                path: "Shared/SMGVirusScan", swiftSettings: strict),
+        .target(name: "SMGNDR", dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMGMIME", logging],
+                path: "Shared/SMGNDR", swiftSettings: strict),
         .target(name: "SMGDelivery",
-                dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMTPClient", "SMTPProtocol", logging,
+                dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMGNDR", "SMTPClient", "SMTPProtocol", logging,
                                nioCore, nioPosix],
                 path: "Shared/SMGDelivery", swiftSettings: strict),
 
         // Services: small mains.
         service("smg-ingress", "ingress", ["SMGSync", "SMGAccounts", "SMGDNS", nioSSL, crypto, "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
-        service("smg-scanner", "scanner"),
+        service("smg-scanner", "scanner", ["SMGStore", "SMGNDR", "SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME",
+                                           lifecycle, .product(name: "Metrics", package: "swift-metrics")]),
         service("smg-classifier", "classifier"),
         service("smg-signer", "signer", ["SMGDKIM", "SMGDKIMKeys", "SMGStore"]),
-        service("smg-egress-good", "egress-good", ["SMGDelivery"]),
-        service("smg-egress-bad", "egress-bad", ["SMGDelivery"]),
+        service("smg-egress-good", "egress-good", ["SMGDelivery", "SMGNDR"]),
+        service("smg-egress-bad", "egress-bad", ["SMGDelivery", "SMGNDR"]),
         service("smgctl", "smgctl", ["SMGStore", "SMGBus", "SMGRedis", "SMGAccounts", "SMGDKIM", "SMGDKIMKeys", "SMGDNS",
                                      nioSSL, crypto]),
 
@@ -111,6 +125,10 @@ let package = Package(
                           swiftSettings: strict),
         .executableTarget(name: "smg-dkim-bench", dependencies: ["SMGDKIM"], path: "bench/dkim", exclude: ["run.sh"],
                           swiftSettings: strict),
+
+        .executableTarget(name: "smg-scanner-bench",
+                          dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
+                          path: "bench/scanner", swiftSettings: strict),
 
         // Tests.
         .target(name: "SMGTestSupport", dependencies: ["SMGRedis"], path: "Tests/SMGTestSupport", swiftSettings: strict),
@@ -137,6 +155,10 @@ let package = Package(
         .testTarget(name: "SMTPClientTests",
                     dependencies: ["SMTPClient", "SMTPServer", "SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
                     exclude: ["aiosmtpd_sink.py"], swiftSettings: strict),
+        .testTarget(name: "SMGMIMETests", dependencies: ["SMGMIME"], swiftSettings: strict),
+        .testTarget(name: "SMGVirusScanTests", dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
+                    swiftSettings: strict),
+        .testTarget(name: "SMGNDRTests", dependencies: ["SMGNDR", "SMGMIME", "SMGCore"], swiftSettings: strict),
         .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGCore"], swiftSettings: strict),
     ]
 )

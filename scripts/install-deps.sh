@@ -6,6 +6,8 @@ set -euo pipefail
 APT_PACKAGES=(
   pkg-config libzmq3-dev libhiredis-dev libssl-dev   # C libraries the gateway links
   openssl                                            # certificates for tests and the local run
+  libclamav-dev libyara-dev                          # the scanner's two virus engines (ClamAV 1.4, YARA 4.2)
+  clamav-testfiles                                   # real test samples for the scanner tests
   redis-server                                       # the system of record
   swaks                                              # a real SMTP client for tests
   knot knot-dnsutils unbound ldnsutils bind9-dnsutils # the DNS test fixture (authoritative + validating resolver)

@@ -1,12 +1,13 @@
 import SMGCore
 import SMGRuntime
 import SMGDelivery
+import SMGNDR
 
 /// smg-egress-bad — delivers messages of the bad lane (`mail.outbound.bad`) with its own
 /// source address and HELO name. Same engine as the other egress, another configuration.
 await ServiceMain.run(program: "smg-egress-bad", keys: StageKeys.all + DeliveryKeys.all) { process in
     let settings = try StageSettings(name: "egress-bad", inputTopic: Lane.bad.topic, outputTopics: [],
                                      config: process.config, leaseKey: DeliveryKeys.lease)
-    let worker = try DeliveryWorker(lane: .bad, config: process.config)
+    let worker = try DeliveryWorker(lane: .bad, config: process.config, ndr: try NDRSender(process: process))
     try await process.run([StageRunner(process: process, settings: settings, worker: worker)])
 }

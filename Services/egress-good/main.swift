@@ -1,12 +1,13 @@
 import SMGCore
 import SMGRuntime
 import SMGDelivery
+import SMGNDR
 
 /// smg-egress-good — delivers messages of the good lane (`mail.outbound.good`) with its own
 /// source address and HELO name. Same engine as the other egress, another configuration.
 await ServiceMain.run(program: "smg-egress-good", keys: StageKeys.all + DeliveryKeys.all) { process in
     let settings = try StageSettings(name: "egress-good", inputTopic: Lane.good.topic, outputTopics: [],
                                      config: process.config, leaseKey: DeliveryKeys.lease)
-    let worker = try DeliveryWorker(lane: .good, config: process.config)
+    let worker = try DeliveryWorker(lane: .good, config: process.config, ndr: try NDRSender(process: process))
     try await process.run([StageRunner(process: process, settings: settings, worker: worker)])
 }

@@ -252,7 +252,7 @@ final class IngressDelegate: SMTPServerDelegate {
         if receivedShowsClient, let ip = session.remoteAddress?.ipAddress { helo += " ([\(ip)])" }
         let with = (session.tls ? "ESMTPS" : "ESMTP") + (session.authenticatedAs != nil ? "A" : "")
         let forClause = envelope.recipients.count == 1 ? "\r\n\tfor <\(envelope.recipients[0])>" : ""
-        return "Received: from \(helo)\r\n\tby \(hostname) (smg-ingress) with \(with) id \(id)\(forClause);\r\n\t\(RFC5322Date.format(date))\r\n"
+        return "Received: from \(helo)\r\n\tby \(hostname) (smg-ingress) with \(with) id \(id)\(forClause);\r\n\t\(Timestamp.rfc5322(date))\r\n"
     }
 
     /// Keeps the backpressure figure fresh without a Redis call per MAIL command.
@@ -291,18 +291,5 @@ struct IngressService: Service {
         try? await gracefulShutdown()
         watcher.cancel()
         for server in servers { try await server.close() }
-    }
-}
-
-enum RFC5322Date {
-    static func format(_ date: Date) -> String {
-        var t = time_t(date.timeIntervalSince1970)
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(days[Int(parts.tm_wday)]), \(parts.tm_mday) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
-            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) +0000"
     }
 }

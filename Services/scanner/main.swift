@@ -1,22 +1,50 @@
 import SMGCore
 import SMGRuntime
-import SMGStore
+import SMGNDR
+import SMGVirusScan
+import SMGClamAV
+import SMGYara
+import SMGMIME
 
-/// smg-scanner — SKELETON. Consumes `mail.accepted`, records `scanned.passthrough` and hands the
-/// message on to `mail.scanned`. The two virus engines (R9) come with issue 5; until then this
-/// stage scans nothing, and its event says so.
-struct PassThroughScanner: StageWorker {
-    func process(_ message: StoredMessage, context: StageContext) async throws -> StageOutcome {
-        StageOutcome(
-            events: [context.event("scanned.passthrough", id: message.id,
-                                   facts: ["engines": [], "note": "skeleton: no virus engine yet"])],
-            transition: .forward(topic: Topic.scanned,
-                                 redriveAfterMilliseconds: context.settings.redriveAfter.milliseconds))
-    }
-}
-
-await ServiceMain.run(program: "smg-scanner", keys: StageKeys.all) { process in
+/// smg-scanner: consumes `mail.accepted`, scans every message with ClamAV and YARA
+/// (see ScanWorker), and hands clean messages on to `mail.scanned`.
+await ServiceMain.run(program: "smg-scanner", keys: StageKeys.all + ScannerKeys.all + NDRKeys.all) { process in
+    let config = process.config
     let settings = try StageSettings(name: "scanner", inputTopic: Topic.accepted, outputTopics: [Topic.scanned],
-                                     config: process.config)
-    try await process.run([StageRunner(process: process, settings: settings, worker: PassThroughScanner())])
+                                     config: config)
+    let limits = ClamAVLimits(
+        maxScanSize: UInt64(try config.get(ScannerKeys.maxScanSize)),
+        maxFileSize: UInt64(try config.get(ScannerKeys.maxFileSize)),
+        maxRecursion: UInt32(try config.get(ScannerKeys.maxRecursion)),
+        maxFiles: UInt32(try config.get(ScannerKeys.maxFiles)))
+    let timeout = try config.get(ScannerKeys.timeout)
+    let clamav = ClamAVService(databaseDirectory: try config.get(ScannerKeys.database), limits: limits,
+                               timeout: timeout, logger: process.logger)
+    // Without signatures the scanner still runs, but holds every message until they load (fail closed).
+    await clamav.reloadIfChanged()
+    let rulesFile = try config.get(ScannerKeys.yaraRules)
+    let yara: YaraRules
+    do {
+        yara = try YaraRules(file: rulesFile, externals: VirusScanner.yaraExternals, logger: process.logger)
+    } catch {
+        throw ConfigError(key: ScannerKeys.yaraRules.name, source: rulesFile, problem: "\(error)")
+    }
+    let scanner = VirusScanner(
+        clamav: clamav, yara: yara,
+        mimeLimits: MIMELimits(maxDepth: try config.get(ScannerKeys.mimeMaxDepth),
+                               maxParts: try config.get(ScannerKeys.mimeMaxParts),
+                               maxDecodedBytes: try config.get(ScannerKeys.mimeMaxDecoded)),
+        blockLimitsExceeded: try config.get(ScannerKeys.blockLimitsExceeded),
+        yaraTimeoutSeconds: max(1, Int(timeout.components.seconds)))
+    let worker = ScanWorker(scanner: scanner, ndr: try NDRSender(process: process))
+    let redis = process.redis
+    try await process.run([
+        StageRunner(process: process, settings: settings, worker: worker),
+        SignatureReloader(clamav: clamav, interval: try config.get(ScannerKeys.reloadInterval)),
+    ], health: {
+        // Unhealthy without signatures: messages are held (fail closed) until they load.
+        guard let engine = clamav.engine else { return (false, "clamav: no signatures (\(clamav.lastError ?? "not loaded"))") }
+        do { _ = try await redis.command("PING") } catch { return (false, "redis: \(error)") }
+        return (true, "clamav \(engine.signatureCount) signatures (db \(engine.databaseVersion)), yara \(yara.ruleCount) rules")
+    })
 }

@@ -26,13 +26,15 @@ enum Scripts {
         """)
 
     /// KEYS: pending, owners.  ARGV: id, owner, lease_ms
-    /// Takes the lease when nobody holds a live one. 1 = yours, 0 = done already or held elsewhere.
+    /// Takes the lease when nobody holds a live one — not even the caller: a stage's receive loop
+    /// and redrive loop share an owner name, and must not work on one message at once.
+    /// 1 = yours, 0 = done already or held (or waiting for its retry time).
     static let claim = RedisScript("""
         \(now)
         local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
         if not score then return 0 end
         local cur = redis.call('HGET', KEYS[2], ARGV[1])
-        if cur and cur ~= ARGV[2] and tonumber(score) > now then return 0 end
+        if cur and tonumber(score) > now then return 0 end
         redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
         redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
         return 1
@@ -46,7 +48,7 @@ enum Scripts {
         local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
         if not score then return 0 end
         local cur = redis.call('HGET', KEYS[2], ARGV[1])
-        if cur and cur ~= ARGV[2] and tonumber(score) > now then return 0 end
+        if cur and tonumber(score) > now then return 0 end
         redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
         redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
         return {redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4])}

@@ -156,6 +156,11 @@ class Gateway:
             "SMG_REDIS_TIMEOUT": "1s",
             "SMG_LOG_LEVEL": "info",
             "SMG_HTTP_LISTEN": "127.0.0.1:0",
+            # The project's test signatures (EICAR, clamav-testfiles) and its YARA rules.
+            "SMG_SCANNER_CLAMAV_DATABASE": str(ROOT / "deploy/scanner/clamav"),
+            "SMG_SCANNER_CLAMAV_RELOAD_INTERVAL": "500ms",
+            "SMG_SCANNER_YARA_RULES": str(ROOT / "deploy/scanner/yara/smg.yar"),
+            "SMG_NDR_DOMAIN": "gateway.test",
             "SMG_STAGE_REDRIVE_AFTER": "3s",
             "SMG_STAGE_REDRIVE_INTERVAL": "250ms",
             "SMG_STAGE_RETRY_DELAY": "1s",

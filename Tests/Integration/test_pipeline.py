@@ -7,12 +7,13 @@ import smtplib
 import subprocess
 import threading
 import time
+from email import message_from_bytes, policy
 
 import pytest
 
 from harness import make_message, queued_id, send, subject_of, wait_until
 
-STAGE_ORDER = ["accepted", "scanned.passthrough", "classified", "signed", "delivery.attempt", "delivered"]
+STAGE_ORDER = ["accepted", "scanned.clean", "classified", "signed", "delivery.attempt", "delivered"]
 
 
 def test_message_reaches_sink_intact_and_trace_shows_every_stage(gateway, sink):
@@ -74,7 +75,19 @@ def test_per_recipient_outcomes(gateway, sink):
                         "later@dest.example": "bounced"}
     # The delivered recipient is not tried again when the deferred one is retried.
     assert sum(1 for e in events if e["type"] == "delivered") == 1
-    assert sink.count() == 1
+    # Once the message is done: one NDR to the sender listing both bounced recipients (RFC 3464).
+    wait_until(lambda: sink.count() == 2, 30, what="the message and its NDR at the sink")
+    time.sleep(1)
+    assert sink.count() == 2
+    ndr_from, ndr_rcpts, ndr_raw = next(m for m in sink.snapshot() if m[0] in ("", "<>"))
+    assert ndr_rcpts == ["sender@customer.example"]
+    ndr = message_from_bytes(ndr_raw, policy=policy.default)
+    assert ndr.get_content_type() == "multipart/report"
+    blocks = ndr.get_payload()[1].get_payload()
+    finals = {b["Final-Recipient"]: b["Status"] for b in blocks[1:]}
+    assert finals == {"rfc822; reject@dest.example": "5.1.1", "rfc822; later@dest.example": "4.3.0"}
+    sent = [e for e in gateway.trace(message_id) if e["type"] == "ndr.sent"]
+    assert len(sent) == 1 and sorted(sent[0]["facts"]["recipients"]) == ["later@dest.example", "reject@dest.example"]
 
 
 def test_thousand_messages_over_ten_connections_arrive_exactly_once(gateway, sink):
@@ -164,7 +177,7 @@ def test_second_scanner_started_mid_run_takes_a_share(gateway, sink, redis_serve
     scanners = collections.Counter()
     for _, fields in r.xrange("smg:events"):
         event = json.loads(fields[b"e"])
-        if event["type"] == "scanned.passthrough":
+        if event["type"] == "scanned.clean":
             scanners[event["process"]] += 1
     assert scanners["smg-scanner"] > 0 and scanners["smg-scanner-2"] > 0, scanners
     assert sum(scanners.values()) == 120

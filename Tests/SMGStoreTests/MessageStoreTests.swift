@@ -68,6 +68,12 @@ final class MessageStoreTests: XCTestCase {
         let b = try await store.claim(id, topic: "mail.accepted", owner: "B", leaseMilliseconds: 60_000)
         XCTAssertTrue(a)
         XCTAssertFalse(b, "a live lease keeps others out")
+        // Also the holder itself: a stage's receive and redrive loops share an owner name, and a
+        // frame arriving while the redrive loop works on the message must not start a second run.
+        let again = try await store.claim(id, topic: "mail.accepted", owner: "A", leaseMilliseconds: 60_000)
+        XCTAssertFalse(again, "a live lease is not taken twice by the same owner")
+        if case .notYours = try await store.claimAndLoad(id, topic: "mail.accepted", owner: "A", leaseMilliseconds: 60_000) {
+        } else { XCTFail("claimAndLoad must not re-take a live lease") }
         // B cannot commit; A can, once.
         let event = Event(type: "scanned.clean", id: id, site: "s", process: "B")
         let v5 = try await store.commit(id, topic: "mail.accepted", owner: "B", events: [event],

@@ -1,0 +1,91 @@
+public import SMGCore
+public import SMGRuntime
+public import SMGStore
+public import Logging
+import Foundation
+
+/// Configuration of the NDRs this gateway writes.
+public enum NDRKeys {
+    public static let domain = ConfigKey<String>.string(
+        "ndr.domain", default: "localhost",
+        help: "The gateway's mail domain: NDRs come from MAILER-DAEMON@<this domain>.",
+        validate: { $0.isEmpty || $0.contains(" ") || $0.contains("@") ? "must be a domain name" : nil })
+    public static let reportingMTA = ConfigKey<String>.string(
+        "ndr.reporting_mta", default: "",
+        help: "Name in the Reporting-MTA field of NDRs (RFC 3464); empty = ndr.domain.")
+
+    public static let all: [AnyConfigKey] = [domain.erased, reportingMTA.erased]
+}
+
+/// Puts NDRs into the pipeline as new messages: written by the gateway, so they pass the
+/// scanner, classifier, signer and egress like any other message. Envelope sender `<>`,
+/// one recipient: the original sender. A message with a null sender never gets one.
+///
+/// The NDR's id is derived from the original's id and the kind of report, so a stage that
+/// runs twice for the same message (redrive) stores the NDR once (`accept` is idempotent).
+public struct NDRSender: Sendable {
+    public let process: GatewayProcess
+    public let domain: String
+    public let reportingMTA: String
+
+    public init(process: GatewayProcess) throws {
+        self.process = process
+        domain = try process.config.get(NDRKeys.domain)
+        let named = try process.config.get(NDRKeys.reportingMTA)
+        reportingMTA = named.isEmpty ? domain : named
+    }
+
+    /// The id of the NDR of kind `kind` (`virus`, `bounce`) for `original`: same time part,
+    /// a different, deterministic random part.
+    public static func ndrID(for original: MessageID, kind: String) -> MessageID {
+        let alphabet = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var tail = ""
+        for round in 0..<2 {
+            for byte in Array("\(original.rawValue)/\(kind)/\(round)".utf8) {
+                hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+            }
+            var h = hash
+            for _ in 0..<8 {
+                tail.append(alphabet[Int(h & 31)])
+                h >>= 5
+            }
+        }
+        // The time prefix of a valid id is valid, and the tail uses only the alphabet.
+        return MessageID(String(original.rawValue.prefix(10)) + tail) ?? original
+    }
+
+    /// Stores the NDR for `message` (with `recipients` as the failed ones) and returns the
+    /// `ndr.sent` event to record on the original message; nil for a null sender (no NDR).
+    public func submit(for message: StoredMessage, recipients: [DSNRecipient], reason: String, kind: String,
+                       logger: Logger) async throws -> Event? {
+        guard let dsn = DeliveryStatusNotification(
+            originalSender: message.envelope.sender, originalID: message.id.rawValue, originalMessage: message.body,
+            arrivalDate: message.envelope.submission.receivedAt, recipients: recipients, reason: reason,
+            domain: domain, reportingMTA: reportingMTA)
+        else {
+            logger.info("no NDR: null sender or no failed recipient", metadata: ["kind": .string(kind)])
+            return nil
+        }
+        let id = Self.ndrID(for: message.id, kind: kind)
+        let now = Date()
+        let body = dsn.render(messageID: "\(id.rawValue)@\(domain)", date: now)
+        let submission = SubmissionFacts(clientAddress: "", heloName: nil, tls: false, authenticatedAs: nil,
+                                         site: process.site, ingress: process.instance, receivedAt: now, size: body.count)
+        let envelope = Envelope(customer: message.envelope.customer, sender: "",
+                                recipients: [Recipient(address: dsn.to)], submission: submission)
+        let accepted = process.event(EventType.accepted, id: id, facts: [
+            "sender": "", "recipients": 1, "size": .int(body.count), "ndr_for": .string(message.id.rawValue),
+            "kind": .string(kind),
+        ])
+        let stored = try await process.store.accept(id: id, envelope: envelope, body: body, event: accepted,
+                                                    topic: Topic.accepted, redriveAfterMilliseconds: 0)
+        if stored { await process.publish([accepted]) }
+        logger.info("ndr accepted into the pipeline", metadata: ["ndr": .string(id.rawValue), "to": .string(dsn.to),
+                                                                 "new": "\(stored)"])
+        return process.event(EventType.ndrSent, id: message.id, facts: [
+            "ndr": .string(id.rawValue), "to": .string(dsn.to), "kind": .string(kind),
+            "recipients": .array(recipients.map { .string($0.address) }),
+        ])
+    }
+}
