@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VAR=$ROOT/var/local
-mkdir -p "$VAR/redis" "$VAR/sink" "$VAR/log" "$VAR/tls"
+mkdir -p "$VAR/redis" "$VAR/sink" "$VAR/log" "$VAR/tls" "$VAR/dkim"
 
 scripts/install-deps.sh
 echo "run-local: building (first build takes a few minutes)…"
@@ -46,6 +46,15 @@ CTL=("$BIN/smgctl")
   --redis redis://127.0.0.1:6390/0 >/dev/null
 "${CTL[@]}" account add demo --customer demo --password demo-password-123 --redis redis://127.0.0.1:6390/0 >/dev/null
 
+# DKIM for the demo domain: a master key (mode 0600) and one RSA + one Ed25519 key, made once.
+[ -s "$VAR/dkim/master.key" ] || "${CTL[@]}" dkim init-master-key --master-key-file "$VAR/dkim/master.key" >/dev/null
+if ! "${CTL[@]}" dkim list shop.test --redis redis://127.0.0.1:6390/0 2>/dev/null | grep -q local; then
+  for alg in rsa ed25519; do
+    "${CTL[@]}" dkim keygen shop.test --selector "local-$alg" --alg "$alg" --master-key-file "$VAR/dkim/master.key" \
+      --redis redis://127.0.0.1:6390/0 >>"$VAR/log/dkim-keys.txt"
+  done
+fi
+
 python3 "$ROOT/deploy/local/sink.py" --port 2526 --dir "$VAR/sink" >>"$VAR/log/sink.log" 2>&1 &
 pids+=($!)
 
@@ -67,6 +76,7 @@ The Secure Mail Gateway runs locally.
   Queues:              $BIN/smgctl queue --redis redis://127.0.0.1:6390/0
   Logs:                $VAR/log/
   Health/metrics:      http://127.0.0.1:9101/healthz … :9106/metrics
+  DKIM records (shop.test): $VAR/log/dkim-keys.txt
   TLSA for the cert:   $BIN/smgctl tlsa --certificate $VAR/tls/cert.pem --host smg.local.test
 Press Ctrl-C to stop.
 INFO
