@@ -110,7 +110,7 @@ let package = Package(
                 path: "Shared/SMGDelivery", swiftSettings: strict),
 
         // Services: small mains.
-        service("smg-ingress", "ingress", ["SMGSync", "SMGAccounts", "SMGDNS", nioSSL, crypto, "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
+        service("smg-ingress", "ingress", ["SMGSync", "SMGAccounts", "SMGDNS", "SMGDKIM", nioSSL, crypto, "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
         service("smg-scanner", "scanner", ["SMGStore", "SMGNDR", "SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME",
                                            lifecycle, .product(name: "Metrics", package: "swift-metrics")]),
         service("smg-classifier", "classifier"),

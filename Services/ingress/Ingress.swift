@@ -5,6 +5,7 @@ import SMGStore
 import SMGBus
 import SMGAccounts
 import SMGDNS
+import SMGDKIM
 import SMTPServer
 import SMTPProtocol
 import NIOCore
@@ -171,11 +172,21 @@ final class IngressDelegate: SMTPServerDelegate {
 
     func rcptTo(_ session: SMTPSessionInfo, envelope: SMTPEnvelope, forwardPath: String,
                 parameters: [String: String]) async -> SMTPReply? {
-        guard let login = session.authenticatedAs,
-              let (_, customer) = try? await authenticator.customer(forLogin: login),
-              let limit = customer.maxRecipients, envelope.recipients.count >= limit
-        else { return nil }
-        return Refusal.tooManyRecipients().reply
+        guard let login = session.authenticatedAs else { return nil }
+        let found: (Account, Customer)?
+        do { found = try await authenticator.customer(forLogin: login) } catch {
+            return Refusal.temporary("customer lookup failed").reply
+        }
+        guard let (_, customer) = found else { return Refusal.accountUnavailable().reply }
+        if let limit = customer.maxRecipients, envelope.recipients.count >= limit {
+            await refuse(session, Refusal.tooManyRecipients(), login: login, sender: envelope.reversePath)
+            return Refusal.tooManyRecipients().reply
+        }
+        return nil
+    }
+
+    func commandRefused(_ session: SMTPSessionInfo, reason: String, reply: SMTPReply) async {
+        await refuse(session, Refusal(reply: reply, reason: reason), login: session.authenticatedAs)
     }
 
     // MARK: DATA: durable accept
@@ -189,6 +200,14 @@ final class IngressDelegate: SMTPServerDelegate {
             if let limit = customer.maxMessageSize, message.readableBytes > limit {
                 await refuse(session, Refusal.tooBig(), login: login, sender: envelope.reversePath)
                 return Refusal.tooBig().reply
+            }
+            // R5 for the header too: every From must be the customer's, or the signer would put
+            // a DKIM signature of the From domain on another customer's (or anyone's) name.
+            let fromDomains = DKIMMessage(Array(message.readableBytesView)).fromDomains
+            let owned = { (domain: String?) in domain.map { customer.ownsSender("x@" + $0) } ?? false }
+            if fromDomains.isEmpty || !fromDomains.allSatisfy(owned) {
+                await refuse(session, Refusal.fromNotOwned(), login: login, sender: envelope.reversePath)
+                return Refusal.fromNotOwned().reply
             }
             customerID = customer.id
         }
@@ -248,11 +267,16 @@ final class IngressDelegate: SMTPServerDelegate {
     /// Our Received header. It names the customer's HELO but not its IP address (R8: the
     /// customer's original address is not shown to recipients).
     func receivedHeader(id: MessageID, session: SMTPSessionInfo, envelope: SMTPEnvelope, date: Date) -> String {
-        var helo = (session.heloName ?? "unknown").filter { $0.isASCII && !$0.isWhitespace && $0 != ";" && $0 != "(" && $0 != ")" }
-        if receivedShowsClient, let ip = session.remoteAddress?.ipAddress { helo += " ([\(ip)])" }
+        // R8: by default neither the client's IP nor its HELO name (often an internal host name or
+        // an address literal) appears; the customer is named by our message id only.
+        var from = ""
+        if receivedShowsClient {
+            let helo = (session.heloName ?? "unknown").filter { $0.isASCII && !$0.isWhitespace && $0 != ";" && $0 != "(" && $0 != ")" }
+            from = "from \(helo) ([\(session.remoteAddress?.ipAddress ?? "?")])\r\n\t"
+        }
         let with = (session.tls ? "ESMTPS" : "ESMTP") + (session.authenticatedAs != nil ? "A" : "")
         let forClause = envelope.recipients.count == 1 ? "\r\n\tfor <\(envelope.recipients[0])>" : ""
-        return "Received: from \(helo)\r\n\tby \(hostname) (smg-ingress) with \(with) id \(id)\(forClause);\r\n\t\(Timestamp.rfc5322(date))\r\n"
+        return "Received: \(from)by \(hostname) (smg-ingress) with \(with) id \(id)\(forClause);\r\n\t\(Timestamp.rfc5322(date))\r\n"
     }
 
     /// Keeps the backpressure figure fresh without a Redis call per MAIL command.

@@ -69,7 +69,8 @@ enum IngressKeys {
         "ingress.strip_received", default: true,
         help: "Remove the customer's own Received headers (R8: internal hosts and IPs); ours is added without the client IP.")
     static let receivedShowsClient = ConfigKey<Bool>.bool(
-        "ingress.received_shows_client_ip", default: false, help: "Put the client's IP into our Received header (R8: off).")
+        "ingress.received_shows_client_ip", default: false,
+        help: "Put the client's HELO name and IP into our Received header (R8: off, they reveal the customer's hosts).")
 
     static let all: [AnyConfigKey] = [
         listen.erased, implicitTLSListen.erased, hostname.erased, tlsCertificate.erased, tlsKey.erased,

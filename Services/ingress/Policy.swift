@@ -52,6 +52,10 @@ struct Refusal: Error {
     static func tooBig() -> Refusal {
         Refusal(reply: SMTPReply(.messageTooBig), reason: "message larger than the customer's limit")
     }
+    static func fromNotOwned() -> Refusal {
+        Refusal(reply: SMTPReply(code: 550, enhanced: "5.7.1", "From header missing or not owned by your account"),
+                reason: "From header domain not owned by the customer")
+    }
     static func tooManyRecipients() -> Refusal {
         Refusal(reply: SMTPReply(.tooManyRecipients), reason: "more recipients than the customer's limit")
     }

@@ -73,13 +73,11 @@ struct ScanWorker: StageWorker {
         var events = [context.event(EventType.scannedInfected, id: id, facts: facts)]
         var fields: [String: String] = [:]
         var failed: [DSNRecipient] = []
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .secondsSince1970
         for var recipient in message.recipients where !recipient.state.isFinal {
             recipient.state = .bounced
             recipient.lastReply = reply
             recipient.nextAttempt = nil
-            fields["rcpt:\(recipient.address)"] = String(decoding: (try? encoder.encode(recipient)) ?? Data(), as: UTF8.self)
+            fields["rcpt:\(recipient.address)"] = recipient.jsonString()
             events.append(context.event(EventType.bounced, id: id, facts: [
                 "recipient": .string(recipient.address), "reply": .string(reply), "reason": "virus",
             ]))

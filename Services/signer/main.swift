@@ -28,7 +28,8 @@ enum SignerKeys {
                 ? nil : "expected relaxed/relaxed, simple/simple, relaxed/simple or simple/relaxed"
         })
     static let ownDomain = ConfigKey<String>.string(
-        "dkim.own_domain", default: "", help: "Signing domain for messages without a usable From (the gateway's NDRs and notices).")
+        "dkim.own_domain", default: "",
+        help: "Signing domain of the messages the gateway writes itself (NDRs, notices); set ndr.domain to it or a subdomain for DMARC alignment.")
     static let domainMap = ConfigMapKey(
         "dkim.domain_map", help: "From domain → signing domain (a customer's parent domain); `*.example.com` matches subdomains.")
 
@@ -44,7 +45,10 @@ struct DKIMStage: StageWorker {
         var facts: [String: JSONValue] = ["lane": .string(lane.rawValue)]
         var fields: [String: String] = [:]
         if let signer {
-            let result = try await signer.sign(message.body, time: Int(Date().timeIntervalSince1970))
+            // NDRs and notices: written by the gateway (null sender, no customer).
+            let gatewayWritten = message.envelope.customer == nil && message.envelope.sender.isEmpty
+            let result = try await signer.sign(message.body, time: Int(Date().timeIntervalSince1970),
+                                               gatewayWritten: gatewayWritten)
             facts["signed"] = .bool(result.signed)
             if let domain = result.domain { facts["domain"] = .string(domain) }
             facts["selectors"] = .array(result.selectors.map { .string($0) })

@@ -54,6 +54,16 @@ public struct Recipient: Sendable, Codable, Hashable {
 
     /// The domain part, lower-cased (`""` when there is none).
     public var domain: String { Address.domain(of: address) }
+
+    /// The recipient's state as stored in `rcpt:<address>` (JSON, times in RFC 3339): the one
+    /// encoding every writer and reader of that field uses.
+    public func jsonString() -> String {
+        String(decoding: (try? Event.encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
+
+    public static func decode(json: String) -> Recipient? {
+        try? Event.decoder.decode(Recipient.self, from: Data(json.utf8))
+    }
 }
 
 /// The envelope: who sent, to whom, for which customer, and how it came in.

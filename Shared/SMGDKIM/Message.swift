@@ -69,6 +69,11 @@ public struct DKIMMessage: Sendable {
         return nil
     }
 
+    /// The domain of every From field, top to bottom (nil where a field has no readable address).
+    public var fromDomains: [String?] {
+        fields(named: "from").map { Self.domain(ofAddressIn: $0.value) }
+    }
+
     /// The domain of the (first) address in a From-style header value: `Name <a@b>` or `a@b`.
     static func domain(ofAddressIn value: String) -> String? {
         var text = Substring(value)

@@ -45,12 +45,19 @@ public struct DKIMMessageSigner: Sendable {
         return fromDomain
     }
 
-    public func sign(_ octets: [UInt8], time: Int) async throws -> Result {
+    /// Signs for the From domain (mapped by `dkim.domain_map`). Messages the gateway wrote itself
+    /// (NDRs, notices: `gatewayWritten`) are signed with the gateway's own domain when one is
+    /// configured; customer mail never is — the gateway does not vouch for what a customer wrote.
+    public func sign(_ octets: [UInt8], time: Int, gatewayWritten: Bool = false) async throws -> Result {
         let message = DKIMMessage(octets)
-        guard let from = message.fromDomain ?? ownDomain else {
+        let domain: String
+        if gatewayWritten, let ownDomain {
+            domain = ownDomain
+        } else if let from = message.fromDomain {
+            domain = signingDomain(for: from)
+        } else {
             return Result(headers: "", domain: nil, selectors: [], algorithms: [], reason: "no From domain")
         }
-        let domain = signingDomain(for: from)
         let keys = try await store.signingKeys(domain: domain)
         guard !keys.isEmpty else {
             return Result(headers: "", domain: domain, selectors: [], algorithms: [], reason: "no key for \(domain)")

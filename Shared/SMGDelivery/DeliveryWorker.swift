@@ -81,7 +81,11 @@ public struct DeliveryWorker: StageWorker {
         let id = message.id
         let now = Date()
         var recipients = message.recipients
-        let open = recipients.indices.filter { !recipients[$0].state.isFinal }
+        // Only recipients that are not final and whose own retry time has come (each deferred
+        // recipient keeps its own backoff; the message wakes up at the earliest of them).
+        let open = recipients.indices.filter {
+            !recipients[$0].state.isFinal && (recipients[$0].nextAttempt.map { $0 <= now } ?? true)
+        }
         var events: [Event] = []
         let expired = now.timeIntervalSince(message.envelope.submission.receivedAt) * 1000
             >= Double(maxLifetime.milliseconds)
@@ -120,12 +124,7 @@ public struct DeliveryWorker: StageWorker {
         }
 
         var fields: [String: String] = [:]
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .secondsSince1970
-        for index in open {
-            let data = (try? encoder.encode(recipients[index])) ?? Data()
-            fields["rcpt:\(recipients[index].address)"] = String(decoding: data, as: UTF8.self)
-        }
+        for index in open { fields["rcpt:\(recipients[index].address)"] = recipients[index].jsonString() }
         let waiting = recipients.compactMap { $0.state == .deferred ? $0.nextAttempt : nil }
         if let next = waiting.min() {
             let delay = max(0, Int(next.timeIntervalSince(now) * 1000))

@@ -66,6 +66,9 @@ public struct MIMEMessage: Sendable {
     public var root: MIMEPart
     /// Problems met while parsing (missing boundary, limits reached, …). Parsing went on.
     public var defects: [String]
+    /// A size, depth or part-count limit cut the parse short: some content was not decoded, so a
+    /// scanner cannot claim to have seen all of it (fail closed: the caller blocks by default).
+    public var limitsExceeded: Bool = false
 
     public var headers: MIMEHeaders { root.headers }
     public var leaves: [MIMEPart] { root.leaves }
@@ -79,7 +82,7 @@ public enum MIMEParser {
         let root = bytes.withUnsafeBufferPointer { buffer in
             parseEntity(buffer, 0..<buffer.count, depth: 0, path: "", defaultType: "text/plain", state: &state)
         }
-        return MIMEMessage(root: root, defects: state.defects)
+        return MIMEMessage(root: root, defects: state.defects, limitsExceeded: state.limitsExceeded)
     }
 
     /// The header section of `bytes`: its lines with their line breaks, without the empty line.
@@ -95,9 +98,16 @@ public enum MIMEParser {
         var parts = 0
         var decoded = 0
         var defects: [String] = []
+        var limitsExceeded = false
 
         mutating func defect(_ text: String) {
             if defects.count < 100 { defects.append(text) }
+        }
+
+        /// A defect caused by a limit: part of the content stays unseen.
+        mutating func limit(_ text: String) {
+            limitsExceeded = true
+            defect(text)
         }
     }
 
@@ -123,7 +133,7 @@ public enum MIMEParser {
 
         if contentType.value.hasPrefix("multipart/") {
             guard depth < state.limits.maxDepth else {
-                state.defect("part \(path): nesting deeper than \(state.limits.maxDepth); kept opaque")
+                state.limit("part \(path): nesting deeper than \(state.limits.maxDepth); kept opaque")
                 decodeLeaf(buf, bodyRange, into: &part, state: &state)
                 return part
             }
@@ -136,7 +146,7 @@ public enum MIMEParser {
             let childDefault = contentType.value == "multipart/digest" ? "message/rfc822" : "text/plain"
             for (index, r) in ranges.enumerated() {
                 guard state.parts < state.limits.maxParts else {
-                    state.defect("more than \(state.limits.maxParts) parts; the rest is not parsed")
+                    state.limit("more than \(state.limits.maxParts) parts; the rest is not parsed")
                     break
                 }
                 part.children.append(parseEntity(buf, r, depth: depth + 1, path: childPath(index + 1),
@@ -147,7 +157,7 @@ public enum MIMEParser {
 
         if contentType.value == "message/rfc822" || contentType.value == "message/global" {
             guard depth < state.limits.maxDepth, state.parts < state.limits.maxParts else {
-                state.defect("part \(path): message nested too deep or too many parts; kept opaque")
+                state.limit("part \(path): message nested too deep or too many parts; kept opaque")
                 decodeLeaf(buf, bodyRange, into: &part, state: &state)
                 return part
             }
@@ -185,7 +195,7 @@ public enum MIMEParser {
         if part.body.count > budget {
             part.body.removeLast(part.body.count - budget)
             part.truncated = true
-            state.defect("part \(part.path.isEmpty ? "top" : part.path): decoded size limit reached; truncated")
+            state.limit("part \(part.path.isEmpty ? "top" : part.path): decoded size limit reached; truncated")
         }
         state.decoded += part.body.count
     }
@@ -213,7 +223,7 @@ public enum MIMEParser {
 
     static func parseHeaders(_ buf: Buffer, _ range: Range<Int>, state: inout State) -> (MIMEHeaders, Int) {
         let (headersEnd, bodyStart) = headerEnd(buf, range, limit: state.limits.maxHeaderBytes)
-        if headersEnd - range.lowerBound > state.limits.maxHeaderBytes { state.defect("header section too large; cut") }
+        if headersEnd - range.lowerBound > state.limits.maxHeaderBytes { state.limit("header section too large; cut") }
         var fields: [MIMEHeaderField] = []
         var name: String? = nil
         var value: [UInt8] = []

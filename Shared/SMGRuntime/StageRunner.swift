@@ -78,8 +78,6 @@ public final class StageRunner: Service, Sendable {
     /// so that two loops of the same process (receive and redrive) can never both hold a message.
     let ownerPrefix: String
     let claims = Locked<UInt64>(0)
-    /// Leases held right now (id → token), handed back on shutdown.
-    let held = Locked<[MessageID: String]>([:])
     let stopping = Locked(false)
     let processed: Counter
     let failed: Counter
@@ -129,7 +127,6 @@ public final class StageRunner: Service, Sendable {
                 work.cancel()
             }
         }
-        await handBack()
         for pusher in outputs.values { await pusher.close() }
         log.info("stage stopped", metadata: ["stage": .string(settings.name)])
     }
@@ -212,24 +209,43 @@ public final class StageRunner: Service, Sendable {
     }
 
     /// Processes one message whose lease this process holds (`preloaded` if the claim read it).
+    ///
+    /// While the worker runs, the lease is renewed every third of its length, so only a dead
+    /// process loses its messages to redrive. Recording the outcome (commit, release, events) runs
+    /// in a task that does not inherit cancellation: a worker interrupted at shutdown still gives
+    /// its lease back, and a delivery that completed is still recorded.
     func handle(_ id: MessageID, token owner: String, preloaded: StoredMessage?, outputs: [String: BusPusher],
                 redriven: Bool) async {
-        held.withLock { $0[id] = owner }
-        defer { held.withLock { _ = $0.removeValue(forKey: id) } }
         var logger = process.logger
         logger[metadataKey: "msgid"] = .string(id.rawValue)
         logger[metadataKey: "stage"] = .string(settings.name)
         let started = ContinuousClock.now
+        let store = process.store
+        let topic = settings.inputTopic
+        let lease = settings.lease.milliseconds
+        let heartbeat = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(max(50, lease / 3)))
+                if Task.isCancelled { return }
+                if (try? await store.renew(id, topic: topic, owner: owner, leaseMilliseconds: lease)) == false {
+                    logger.warning("lease lost while working")
+                    return
+                }
+            }
+        }
+        defer { heartbeat.cancel() }
         do {
             let loaded: StoredMessage?
             if let preloaded { loaded = preloaded } else { loaded = try await process.store.load(id) }
             guard let message = loaded else {
                 logger.error("message record missing; dropping its pending entry")
-                _ = try await process.store.commit(
-                    id, topic: settings.inputTopic, owner: owner,
-                    events: [process.event(EventType.stageError, id: id, facts: ["stage": .string(settings.name),
-                                                                                  "error": "record missing"])],
-                    transition: .done)
+                _ = try await uncancelled {
+                    try await store.commit(
+                        id, topic: topic, owner: owner,
+                        events: [self.process.event(EventType.stageError, id: id,
+                                                    facts: ["stage": .string(self.settings.name), "error": "record missing"])],
+                        transition: .done)
+                }
                 return
             }
             let context = StageContext(process: process, logger: logger, settings: settings, redriven: redriven)
@@ -238,9 +254,12 @@ public final class StageRunner: Service, Sendable {
                 outcome.events.insert(process.event(EventType.redriven, id: id, facts: ["stage": .string(settings.name)]),
                                       at: 0)
             }
-            let recorded = try await process.store.commit(id, topic: settings.inputTopic, owner: owner,
-                                                          events: outcome.events, fields: outcome.fields,
-                                                          transition: outcome.transition)
+            let decided = outcome
+            heartbeat.cancel()
+            let recorded = try await uncancelled {
+                try await store.commit(id, topic: topic, owner: owner, events: decided.events, fields: decided.fields,
+                                       transition: decided.transition)
+            }
             guard recorded else {
                 logger.notice("lease lost before commit; result discarded (another process has the message)")
                 return
@@ -248,34 +267,41 @@ public final class StageRunner: Service, Sendable {
             processed.increment()
             duration.recordNanoseconds((ContinuousClock.now - started).nanosecondsClamped)
             await process.publish(outcome.events)
-            if case .forward(let topic, _) = outcome.transition {
-                guard let pusher = outputs[topic] else {
-                    logger.error("no producer for topic \(topic); the message will be redriven")
+            if case .forward(let next, _) = outcome.transition {
+                guard let pusher = outputs[next] else {
+                    logger.error("no producer for topic \(next); the message will be redriven")
                     return
                 }
-                let sent = await pusher.send(BusMessage(topic: topic, payload: Array(id.rawValue.utf8)),
+                let sent = await pusher.send(BusMessage(topic: next, payload: Array(id.rawValue.utf8)),
                                              timeout: .milliseconds(500))
                 if !sent {
-                    logger.debug("next stage busy or absent; message waits for redrive", metadata: ["topic": .string(topic)])
+                    logger.debug("next stage busy or absent; message waits for redrive", metadata: ["topic": .string(next)])
                 }
             }
             logger.debug("processed", metadata: ["events": .string(outcome.events.map(\.type).joined(separator: ","))])
+        } catch is CancellationError {
+            // Shutdown interrupted the work: hand the message back at once for another process.
+            logger.notice("interrupted by shutdown; lease handed back")
+            _ = try? await uncancelled {
+                try await store.release(id, topic: topic, owner: owner, retryAfterMilliseconds: 0)
+            }
         } catch {
             failed.increment()
             logger.warning("stage failed; message will be retried", metadata: ["error": "\(error)"])
             let event = process.event(EventType.stageError, id: id,
                                       facts: ["stage": .string(settings.name), "error": .string("\(error)")])
-            try? await process.record([event])
-            _ = try? await process.store.release(id, topic: settings.inputTopic, owner: owner,
-                                                 retryAfterMilliseconds: settings.retryDelay.milliseconds)
+            let retry = settings.retryDelay.milliseconds
+            _ = try? await uncancelled {
+                try? await self.process.record([event])
+                return try await store.release(id, topic: topic, owner: owner, retryAfterMilliseconds: retry)
+            }
         }
     }
 
-    /// After draining: give back leases still held, so that another process takes them at once.
-    func handBack() async {
-        for (id, owner) in held.withLock({ $0 }) {
-            _ = try? await process.store.release(id, topic: settings.inputTopic, owner: owner, retryAfterMilliseconds: 0)
-        }
+    /// Runs `body` in a task that does not inherit the caller's cancellation: recording an outcome
+    /// must not be skipped because shutdown cancelled the work that produced it.
+    func uncancelled<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await Task { try await body() }.value
     }
 }
 

@@ -23,8 +23,7 @@ public struct StoredMessage: Sendable {
     /// Recipients with the state egress recorded for them (`rcpt:<address>`), else as accepted.
     public var recipients: [Recipient] {
         envelope.recipients.map { r in
-            if let json = fields["rcpt:\(r.address)"],
-               let stored = try? JSONDecoder().decode(Recipient.self, from: Data(json.utf8)) {
+            if let json = fields["rcpt:\(r.address)"], let stored = Recipient.decode(json: json) {
                 return stored
             }
             return r
@@ -164,6 +163,16 @@ public final class MessageStore: Sendable {
             keys: [.init(keys.pending(topic)), .init(keys.owners(topic)), .init(keys.message(id)),
                    .init(keys.events(id)), .init(keys.globalEvents), .init(next), .init(keys.body(id))],
             args: args)
+        return try Self.flag(reply)
+    }
+
+    /// Extends a lease this caller holds to now + `leaseMilliseconds`; false when it was lost.
+    /// Stages call it periodically while they work, so a lease only runs out when its holder died.
+    @discardableResult
+    public func renew(_ id: MessageID, topic: String, owner: String, leaseMilliseconds: Int) async throws -> Bool {
+        let reply = try await redis.eval(
+            Scripts.renew, keys: [.init(keys.pending(topic)), .init(keys.owners(topic))],
+            args: [.init(id.rawValue), .init(owner), .init(leaseMilliseconds)])
         return try Self.flag(reply)
     }
 

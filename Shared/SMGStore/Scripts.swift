@@ -107,6 +107,16 @@ enum Scripts {
         return 1
         """)
 
+    /// KEYS: pending, owners.  ARGV: id, owner, lease_ms
+    /// Extends a lease the caller still holds (heartbeat while a stage works). 1 = extended.
+    static let renew = RedisScript("""
+        \(now)
+        if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+        if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+        return 1
+        """)
+
     /// KEYS: pending, owners.  ARGV: id, owner, delay_ms
     /// Gives a lease back (fail closed: the message is tried again after the delay).
     static let release = RedisScript("""

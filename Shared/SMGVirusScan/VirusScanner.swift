@@ -125,6 +125,17 @@ public final class VirusScanner: Sendable {
                                             label: located?.label ?? "message"), at: 0)
             }
         }
+        // 4. Our MIME limits: content YARA did not see. Blocked by default, like ClamAV's limits.
+        if message.limitsExceeded {
+            let signature = "SMG.MIME.LimitsExceeded"
+            if blockLimitsExceeded {
+                findings.append(ScanFinding(engine: Self.yaraEngine, signature: signature, part: "",
+                                            filename: nil, label: "message"))
+            } else {
+                limitsExceeded.append(signature)
+                logger.notice("MIME limit exceeded; passed by configuration")
+            }
+        }
         return ScanReport(findings: findings, limitsExceeded: limitsExceeded, parts: message.root.all.count,
                           mimeDefects: message.defects.count, clamav: engine, yara: yara)
     }

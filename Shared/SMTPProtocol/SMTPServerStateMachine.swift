@@ -109,6 +109,9 @@ public struct SMTPServerStateMachine: Sendable {
         case startTLS
         /// Check these credentials (decoded from SASL PLAIN or LOGIN).
         case askAuth(username: String, password: String)
+        /// A policy refusal the machine made itself (no delegate decision involved): tell the
+        /// delegate so that it can record it (event, metric). Nothing to answer.
+        case refused(reason: String, reply: SMTPReply)
         /// Flush what was sent, then close the connection.
         case close
     }
@@ -246,7 +249,8 @@ public struct SMTPServerStateMachine: Sendable {
             guard case .rcpt(let path) = pending else { return unexpected() }
             pending = nil
             if let reply, !reply.isPositiveCompletion { return [.send(reply)] }
-            envelope?.recipients.append(path)
+            // The same recipient twice is accepted but kept once (one delivery, one outcome).
+            if envelope?.recipients.contains(path) == false { envelope?.recipients.append(path) }
             state = .inRcpt
             return [.send(reply ?? SMTPReply(.recipientAccepted))]
         case .dataDecision(let reply):
@@ -282,7 +286,10 @@ public struct SMTPServerStateMachine: Sendable {
         }
         if configuration.authMechanisms.isEmpty { return protocolError(.authNotAvailable) }
         if authenticatedAs != nil { return protocolError(.authAlreadyDone) }
-        if !authAllowedNow { return [.send(SMTPReply(.authNeedsEncryption))] }
+        if !authAllowedNow {
+            let reply = SMTPReply(.authNeedsEncryption)
+            return [.send(reply), .refused(reason: "AUTH before TLS", reply: reply)]
+        }
         guard configuration.authMechanisms.contains(mechanism) else { return protocolError(.authMechanismUnknown) }
         switch mechanism {
         case "PLAIN":
@@ -363,14 +370,20 @@ public struct SMTPServerStateMachine: Sendable {
             case .inMail, .inRcpt: return protocolError(.nestedMail)
             default: break
             }
-            if configuration.requireAuth && authenticatedAs == nil { return [.send(SMTPReply(.authRequired))] }
+            if configuration.requireAuth && authenticatedAs == nil {
+                let reply = SMTPReply(.authRequired)
+                return [.send(reply), .refused(reason: "relay attempt without authentication", reply: reply)]
+            }
             for (keyword, value) in parameters {
                 switch keyword {
                 case "SIZE":
                     guard !value.isEmpty, value.utf8.count <= 18, value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
                           let size = Int(value)
                     else { return protocolError(.parameterSyntax) }
-                    if size > configuration.maxMessageSize { return [.send(SMTPReply(.messageTooBig))] }
+                    if size > configuration.maxMessageSize {
+                        let reply = SMTPReply(.messageTooBig)
+                        return [.send(reply), .refused(reason: "declared size above the limit", reply: reply)]
+                    }
                 case "BODY":
                     guard ["7BIT", "8BITMIME"].contains(value.uppercased()) else {
                         return protocolError(.parameterSyntax)
@@ -399,7 +412,8 @@ public struct SMTPServerStateMachine: Sendable {
                 return protocolError(.utf8NotDeclared)
             }
             if envelope.recipients.count >= configuration.maxRecipients {
-                return [.send(SMTPReply(.tooManyRecipients))]
+                let reply = SMTPReply(.tooManyRecipients)
+                return [.send(reply), .refused(reason: "too many recipients", reply: reply)]
             }
             pending = .rcpt(path)
             return [.askRcptTo(envelope: envelope, forwardPath: path, parameters: parameters)]

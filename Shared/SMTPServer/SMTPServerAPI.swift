@@ -132,9 +132,15 @@ public protocol SMTPServerDelegate: Sendable {
     /// Checks SASL credentials: nil → 235 2.7.0; otherwise the reply to send (535 5.7.8 for wrong
     /// credentials, 454 4.7.0 when temporarily unable to check).
     func authenticate(_ session: SMTPSessionInfo, username: String, password: String) async -> SMTPReply?
+    /// A refusal made by the protocol layer itself, for events and metrics. Not awaited by the session.
+    func commandRefused(_ session: SMTPSessionInfo, reason: String, reply: SMTPReply) async
 }
 
 extension SMTPServerDelegate {
+    /// Refusals the protocol layer made itself (relay without AUTH, AUTH before TLS, size and
+    /// recipient limits); by default they are not recorded anywhere.
+    public func commandRefused(_ session: SMTPSessionInfo, reason: String, reply: SMTPReply) async {}
+
     /// Without an implementation every login fails.
     public func authenticate(_ session: SMTPSessionInfo, username: String, password: String) async -> SMTPReply? {
         SMTPReply(.authFailed)

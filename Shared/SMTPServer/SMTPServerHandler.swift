@@ -204,6 +204,12 @@ final class SMTPServerHandler: ChannelDuplexHandler {
                 session.tls = true
                 session.authenticatedAs = nil
                 perform(context: context, machine.handle(.tlsStarted))
+            case .refused(let reason, let reply):
+                var session = self.session
+                session.heloName = machine.heloName
+                session.authenticatedAs = machine.authenticatedAs
+                let delegate = self.delegate
+                Task { await delegate.commandRefused(session, reason: reason, reply: reply) }
             case .askAuth(let username, let password):
                 let (session, delegate) = (self.session, self.delegate)
                 ask(context: context, {

@@ -186,7 +186,8 @@ def test_authenticated_customer_mail_is_accepted_and_delivered_with_hygiene(env)
     raw = next(m[2] for m in env.sink.snapshot() if b"Subject: hygiene" in m[2])
     assert b"10.1.2.3" not in raw and b"X-Originating-IP" not in raw, "R8: nothing reveals the customer's IPs"
     assert b"127.0.0.1" not in raw
-    assert raw.startswith(b"Received: from app.plain.test\r\n\tby smg.test (smg-ingress) with ESMTPSA")
+    assert raw.startswith(b"Received: by smg.test (smg-ingress) with ESMTPSA id "), raw[:120]
+    assert b"app.plain.test" not in raw, "the customer's HELO name is not shown either (R8)"
     accepted = env.trace(message_id)[0]
     assert accepted["facts"]["customer"] == "shop" and accepted["facts"]["login"] == "shop-app"
     assert accepted["facts"]["tls"] is True
@@ -206,6 +207,41 @@ def test_spoofed_sender_domain_wrong_network_and_unresolvable_domains(env):
     for domain in ["nothing.plain.test", "nullmx.plain.test", "ent.plain.test"]:  # NXDOMAIN, null MX, NODATA
         assert c.cmd(f"MAIL FROM:<a@{domain}>") == "550 5.7.1 Sender Domain must resolve", domain
     c.close()
+
+
+def test_from_header_must_belong_to_the_customer(env):
+    """No customer can make the gateway DKIM-sign under another's name (R5 for the header)."""
+    for headers, expected in [
+        (b"From: CEO <ceo@bank.example>\r\n", "550 5.7.1 From header missing or not owned by your account"),
+        (b"", "550 5.7.1 From header missing or not owned by your account"),
+        (b"From: a@plain.test\r\nFrom: b@bank.example\r\n", "550 5.7.1 From header missing or not owned by your account"),
+        (b"From: \"Shop\" <news@mail.plain.test>\r\n", None),
+    ]:
+        c = session(env)
+        assert c.cmd("MAIL FROM:<a@plain.test>") == "250 2.1.0 Ok"
+        assert c.cmd("RCPT TO:<r@dest.example>") == "250 2.1.5 Ok"
+        assert c.cmd("DATA").startswith("354")
+        c.send(headers + b"Subject: from check\r\n\r\nbody\r\n.\r\n")
+        reply = c.reply()
+        if expected:
+            assert reply == expected
+        else:
+            assert reply.startswith("250 2.0.0 Ok: queued as ")
+        c.close()
+
+
+def test_relay_attempts_are_recorded(env):
+    c = Raw(env.ingress_port, source="127.0.0.6")
+    c.reply()
+    c.cmd("EHLO relay.example")
+    assert c.cmd("MAIL FROM:<spam@relay.example>") == "530 5.7.0 Authentication required"
+    c.close()
+
+    def recorded():
+        events = [json.loads(f[b"e"]) for _, f in env.redis.client().xrange("smg:events")]
+        return [e for e in events if e["type"] == "rejected.policy" and e["facts"]["client"] == "127.0.0.6"]
+    found = wait_until(recorded, 10, what="the refusal event")
+    assert found[0]["facts"]["reason"] == "relay attempt without authentication"
 
 
 def test_dns_timeout_gives_451_not_550(env):
@@ -346,7 +382,7 @@ def test_rate_limit_101st_message_across_two_ingress_processes(env):
                     results.append((code, msg.decode()))
                 if code == 250:
                     s.rcpt("r@dest.example")
-                    s.data(b"Subject: rate\r\n\r\nx\r\n")
+                    s.data(b"From: a@plain.test\r\nSubject: rate\r\n\r\nx\r\n")
 
     threads = [threading.Thread(target=hammer, args=(p, 70)) for p in (env.ingress_port, port2, env.ingress_port, port2)]
     for t in threads:

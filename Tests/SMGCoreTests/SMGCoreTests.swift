@@ -105,3 +105,14 @@ final class HeaderHygieneTests: XCTestCase {
         XCTAssertEqual(String(decoding: HeaderHygiene.strip(Array("Received: x\r\n".utf8), removing: ["received"]), as: UTF8.self), "")
     }
 }
+
+final class RecipientStateTests: XCTestCase {
+    func testRecipientStateRoundTripsWithItsRetryTime() {
+        let next = Date(timeIntervalSince1970: 1_790_000_123)
+        let r = Recipient(address: "a@b.example", state: .deferred, attempts: 2, lastReply: "451 4.3.0 later", nextAttempt: next)
+        let back = Recipient.decode(json: r.jsonString())
+        XCTAssertEqual(back, r)
+        XCTAssertEqual(back?.nextAttempt, next, "a retry time must not move (it did when writer and reader disagreed)")
+        XCTAssertNil(Recipient.decode(json: "{not json"))
+    }
+}

@@ -34,6 +34,7 @@ final class SMTPAuthTLSTests: XCTestCase {
                 case .askRcptTo: queue += m.handle(.rcptDecision(nil))
                 case .askData: queue += m.handle(.dataDecision(SMTPReply(code: 250, "ok")))
                 case .startData: wire += "[data]"
+                case .refused(let reason, _): wire += "[refused: \(reason)]"
                 case .close: wire += "[close]"
                 }
             }
@@ -59,15 +60,18 @@ final class SMTPAuthTLSTests: XCTestCase {
         // (tls active at start, plaintext auth allowed, lines, expected replies)
         let table: [(Bool, Bool, [String], [String])] = [
             // No relay without AUTH.
-            (true, false, ["EHLO c", "MAIL FROM:<a@b.example>"], ["", "530 5.7.0 Authentication required\r\n"]),
+            (true, false, ["EHLO c", "MAIL FROM:<a@b.example>"],
+             ["", "530 5.7.0 Authentication required\r\n[refused: relay attempt without authentication]"]),
             // AUTH before TLS is refused (R1), even with valid credentials.
-            (false, false, ["EHLO c", "AUTH PLAIN \(plain)"], ["", "538 5.7.11 Encryption required for requested authentication mechanism\r\n"]),
+            (false, false, ["EHLO c", "AUTH PLAIN \(plain)"],
+             ["", "538 5.7.11 Encryption required for requested authentication mechanism\r\n[refused: AUTH before TLS]"]),
             // ...unless an operator allowed it.
             (false, true, ["EHLO c", "AUTH PLAIN \(plain)"], ["", "[auth shop:secret]235 2.7.0 Authentication successful\r\n"]),
             (true, false, ["EHLO c", "AUTH PLAIN \(plain)", "MAIL FROM:<a@b.example>"],
              ["", "[auth shop:secret]235 2.7.0 Authentication successful\r\n", "250 2.1.0 Ok\r\n"]),
             (true, false, ["EHLO c", "AUTH PLAIN \(wrong)", "MAIL FROM:<a@b.example>"],
-             ["", "[auth shop:guess]535 5.7.8 Error: authentication failed\r\n", "530 5.7.0 Authentication required\r\n"]),
+             ["", "[auth shop:guess]535 5.7.8 Error: authentication failed\r\n",
+              "530 5.7.0 Authentication required\r\n[refused: relay attempt without authentication]"]),
             (true, false, ["EHLO c", "AUTH PLAIN", plain], ["", "334 \r\n", "[auth shop:secret]235 2.7.0 Authentication successful\r\n"]),
             (true, false, ["EHLO c", "AUTH LOGIN", Self.b64("shop"), Self.b64("secret")],
              ["", "334 VXNlcm5hbWU6\r\n", "334 UGFzc3dvcmQ6\r\n", "[auth shop:secret]235 2.7.0 Authentication successful\r\n"]),
@@ -108,6 +112,13 @@ final class SMTPAuthTLSTests: XCTestCase {
     func testSTARTTLSWithoutTLSConfigured() {
         var m = machine(tls: false)
         XCTAssertEqual(run(["EHLO c", "STARTTLS"], &m)[1], "454 4.7.0 TLS not available\r\n")
+    }
+
+    func testDuplicateRecipientIsKeptOnce() {
+        var m = machine(tlsActive: true)
+        _ = run(["EHLO c", "AUTH PLAIN \(Self.b64("\0shop\0secret"))", "MAIL FROM:<a@b.example>", "RCPT TO:<x@y.example>",
+                 "RCPT TO:<x@y.example>", "RCPT TO:<z@y.example>"], &m)
+        XCTAssertEqual(m.envelope?.recipients, ["x@y.example", "z@y.example"])
     }
 
     func testCommandLimitClosesTheConnection() {

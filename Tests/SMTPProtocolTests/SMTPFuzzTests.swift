@@ -51,6 +51,7 @@ final class SMTPFuzzTests: XCTestCase {
                         case .startData: data = SMTPDataDecoder(maximumMessageSize: 2000)
                         case .startTLS: queue += machine.handle(.tlsStarted)
                         case .askAuth: queue += machine.handle(.authDecision(SMTPReply(.authFailed)))
+                        case .refused: break
                         case .close: closed = true
                         }
                     }

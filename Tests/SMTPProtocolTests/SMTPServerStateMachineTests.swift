@@ -28,6 +28,7 @@ final class SMTPServerStateMachineTests: XCTestCase {
                 case .askAuth(let user, let password):
                     wire += "[auth \(user):\(password)]"
                     queue += machine.handle(.authDecision(password == "secret" ? nil : SMTPReply(.authFailed)))
+                case .refused: break
                 case .close: wire += "[close]"
                 }
             }
