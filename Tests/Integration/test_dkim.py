@@ -198,3 +198,18 @@ def test_rotate_and_check_against_published_dns(gateway, workdir):
         assert "ed2._domainkey.customer.example active ed25519-sha256: ok" in out.stdout
     finally:
         subprocess.run([str(ROOT / "Tests/Fixtures/dns/stop-dns.sh"), str(dns_dir)], capture_output=True, timeout=30)
+
+
+def test_ndrs_are_signed_with_the_gateways_own_domain(gateway, sink, workdir):
+    """Issue 6: NDRs and notices the gateway writes carry the gateway's own signature."""
+    from test_scanner import infected_message
+    master = init_master_key(gateway, workdir)
+    records = {"gw1._domainkey.gateway.test": keygen(gateway, master, "gateway.test", "gw1", "ed25519")}
+    gateway.start_all(SMG_DKIM_MASTER_KEY_FILE=str(master), SMG_DKIM_OWN_DOMAIN="gateway.test")
+    send(gateway.ingress_port, infected_message("virus-signed-ndr"))
+    wait_until(lambda: sink.count() >= 1, 40, what="the NDR at the sink")
+    mail_from, _, raw = sink.snapshot()[0]
+    assert mail_from in ("", "<>")
+    assert raw.startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;") and b"d=gateway.test;" in raw
+    count, results = verify_all(raw, records)
+    assert count == 1 and results == [True]

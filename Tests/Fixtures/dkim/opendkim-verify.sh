@@ -17,7 +17,18 @@ shift
 RECORDS=$1; shift
 for tool in knotd opendkim-testmsg dig ip; do command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 3; }; done
 W=$(mktemp -d /tmp/smg-opendkim.XXXXXX)
-trap '[[ -f $W/knot.pid ]] && kill "$(cat "$W/knot.pid")" 2>/dev/null; rm -rf "$W"' EXIT
+cleanup() {
+  local status=$?
+  if [[ -f $W/knot.pid ]]; then
+    local pid; pid=$(cat "$W/knot.pid")
+    kill "$pid" 2>/dev/null || true
+    # knotd flushes its timer database on exit: wait for it before removing the folder.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  fi
+  rm -rf "$W" 2>/dev/null || true
+  exit "$status"
+}
+trap cleanup EXIT
 ip link set lo up
 mkdir -p "$W/db" "$W/zones"
 
