@@ -84,7 +84,7 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "SMTPServer", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, nioSSL, logging],
                 path: "Shared/SMTPServer", swiftSettings: strict),
-        .target(name: "SMTPClient", dependencies: ["SMTPProtocol", nioCore, nioPosix, logging],
+        .target(name: "SMTPClient", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
                 path: "Shared/SMTPClient", swiftSettings: strict),
         .target(name: "SMGRuntime",
                 dependencies: [

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOConcurrencyHelpers
 import SMTPProtocol
 
 /// One client connection: writes commands and reads replies, each bounded by a timeout.
@@ -13,21 +14,27 @@ struct SMTPClientConnection: Sendable {
     static func connect(host: String, port: Int, configuration: SMTPClientConfiguration,
                         group: any EventLoopGroup) async throws -> SMTPClientConnection {
         let maxLine = configuration.maxReplyLineLength
+        // The handler is kept from the initializer on: a server that greets with 5xx and closes at
+        // once has removed it from the pipeline by the time `connect` returns, and its buffered
+        // greeting must still be read.
+        let created = NIOLockedValueBox<NIOLoopBound<SMTPClientHandler>?>(nil)
         var bootstrap = ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(SMTPClientHandler(maximumLineLength: maxLine, eventLoop: channel.eventLoop))
+                    let handler = SMTPClientHandler(maximumLineLength: maxLine, eventLoop: channel.eventLoop)
+                    created.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
+                    try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
         if let source = configuration.sourceAddress {
             bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0))
         }
         let channel = try await bootstrap.connect(host: host, port: port).get()
-        let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: SMTPClientHandler.self), eventLoop: channel.eventLoop)
-        }.get()
+        guard let handler = created.withLockedValue({ $0 }) else {
+            throw SMTPClientError(code: SMTPClientError.connectFailed, detail: "no handler")
+        }
         return SMTPClientConnection(channel: channel, handler: handler)
     }
 
