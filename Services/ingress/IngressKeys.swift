@@ -32,10 +32,13 @@ enum IngressKeys {
         "ingress.max_errors", default: 20, range: 1...10_000, help: "Protocol errors per connection (then 421 4.7.0).")
     static let commandTimeout = ConfigKey.duration(
         "ingress.command_timeout", default: "5m", min: .seconds(1), max: .seconds(3600),
-        help: "Idle time allowed while waiting for a command (then 421 4.4.2).")
+        help: "Time allowed for the next complete command line, idle or dripping (then 421 4.4.2).")
     static let dataTimeout = ConfigKey.duration(
         "ingress.data_timeout", default: "3m", min: .seconds(1), max: .seconds(3600),
         help: "Idle time allowed between chunks of DATA (slow clients get 421 4.4.2).")
+    static let maxDataTime = ConfigKey.duration(
+        "ingress.max_data_time", default: "30m", min: .seconds(1), max: .seconds(86400),
+        help: "The whole DATA phase must end within this, however steadily the client trickles (then 421 4.4.2).")
     static let maxConnections = ConfigKey<Int>.int(
         "ingress.max_connections", default: 1000, range: 1...1_000_000,
         help: "Simultaneous connections of this process (R3); more get 421 4.7.0 and are closed.")
@@ -75,7 +78,7 @@ enum IngressKeys {
     static let all: [AnyConfigKey] = [
         listen.erased, implicitTLSListen.erased, hostname.erased, tlsCertificate.erased, tlsKey.erased,
         requireAuth.erased, allowPlaintextAuth.erased, maxMessageSize.erased, maxRecipients.erased, maxCommands.erased,
-        maxErrors.erased, commandTimeout.erased, dataTimeout.erased, maxConnections.erased, maxConnectionsPerIP.erased,
+        maxErrors.erased, commandTimeout.erased, dataTimeout.erased, maxDataTime.erased, maxConnections.erased, maxConnectionsPerIP.erased,
         maxPending.erased, allowNetworks.erased, checkSenderDomain.erased, authFailuresPerIP.erased,
         authFailuresPerLogin.erased, authFailureWindow.erased, stripHeaders.erased, stripReceived.erased,
         receivedShowsClient.erased, StageKeys.redriveAfter.erased,

@@ -29,6 +29,7 @@ await ServiceMain.run(program: "smg-ingress", keys: IngressKeys.all) { process i
     smtp.maxErrors = try config.get(IngressKeys.maxErrors)
     smtp.commandTimeout = .milliseconds(Int64(try config.get(IngressKeys.commandTimeout).milliseconds))
     smtp.dataTimeout = .milliseconds(Int64(try config.get(IngressKeys.dataTimeout).milliseconds))
+    smtp.maxDataDuration = .milliseconds(Int64(try config.get(IngressKeys.maxDataTime).milliseconds))
     smtp.tls = tls
     smtp.authMechanisms = ["PLAIN", "LOGIN"]
     smtp.allowPlaintextAuth = try config.get(IngressKeys.allowPlaintextAuth)

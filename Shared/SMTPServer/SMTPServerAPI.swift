@@ -14,10 +14,12 @@ public struct SMTPServerConfiguration: Sendable {
     public var maxRecipients: Int
     /// Command line limit including CRLF; at least 512 (RFC 5321). Default 2048.
     public var maxLineLength: Int
-    /// Idle time allowed while waiting for a command. Default 300 s (RFC 5321 §4.5.3.2.7).
+    /// Time allowed for the next complete command line (idle or dripping). Default 300 s (RFC 5321 §4.5.3.2.7).
     public var commandTimeout: TimeAmount
     /// Idle time allowed between DATA chunks. Default 180 s.
     public var dataTimeout: TimeAmount
+    /// The whole DATA phase must end within this (slow clients). Default 30 min.
+    public var maxDataDuration: TimeAmount = .minutes(30)
     /// Protocol errors before 421 4.7.0 and close. Default 20 (Postfix smtpd_hard_error_limit).
     public var maxErrors: Int
     /// Pipelined input buffered while a delegate decision is awaited; reading pauses above it.

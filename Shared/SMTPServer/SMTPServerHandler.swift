@@ -51,6 +51,8 @@ final class SMTPServerHandler: ChannelDuplexHandler {
     private var inactive = false
     private var closedReported = false
     private var timer: Scheduled<Void>?
+    /// Deadline of the whole DATA phase (slow clients), armed at the 354.
+    private var dataDeadline: Scheduled<Void>?
     private var lastWrite: EventLoopFuture<Void>?
     private let shutdownAtStart: Bool
 
@@ -90,7 +92,10 @@ final class SMTPServerHandler: ChannelDuplexHandler {
         var buffer = unwrapInboundIn(data)
         guard !closing else { return }
         pending.writeBuffer(&buffer)
-        armTimer(context: context)
+        // In DATA the idle timer restarts with every chunk (bounded overall by the DATA deadline);
+        // for commands it does not: a command line must be complete within commandTimeout, so a
+        // client dripping one byte at a time cannot hold a session forever.
+        if dataDecoder != nil { armTimer(context: context) }
         processInput(context: context)
     }
 
@@ -99,6 +104,8 @@ final class SMTPServerHandler: ChannelDuplexHandler {
         closing = true
         timer?.cancel()
         timer = nil
+        dataDeadline?.cancel()
+        dataDeadline = nil
         pending = ByteBuffer()
         dataDecoder = nil
         if !machine.isAwaitingDecision { reportClosed() }
@@ -148,11 +155,14 @@ final class SMTPServerHandler: ChannelDuplexHandler {
             if dataDecoder != nil {
                 guard let outcome = dataDecoder!.feed(&pending) else { break }
                 dataDecoder = nil
+                dataDeadline?.cancel()
+                dataDeadline = nil
                 perform(context: context, machine.handle(.dataComplete(outcome)))
                 if !closing, !machine.isAwaitingDecision { armTimer(context: context) }
             } else {
                 guard let event = lineDecoder.next(&pending) else { break }
                 perform(context: context, machine.handle(.line(event)))
+                if !closing, !machine.isAwaitingDecision, dataDecoder == nil { armTimer(context: context) }
             }
         }
         let buffered = pending.readableBytes + lineDecoder.bufferedByteCount + (dataDecoder?.bufferedByteCount ?? 0)
@@ -230,10 +240,21 @@ final class SMTPServerHandler: ChannelDuplexHandler {
                 dataDecoder = SMTPDataDecoder(maximumMessageSize: configuration.maxMessageSize,
                                               allocator: context.channel.allocator)
                 armTimer(context: context)
+                dataDeadline?.cancel()
+                dataDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.maxDataDuration) {
+                    self.dataDeadline = nil
+                    guard !self.closing, self.dataDecoder != nil else { return }
+                    self.logger.info("smtp DATA deadline exceeded")
+                    self.dataDecoder = nil
+                    self.perform(context: context, self.machine.handle(.timeout))
+                    context.flush()
+                }
             case .close:
                 closing = true
                 timer?.cancel()
                 timer = nil
+                dataDeadline?.cancel()
+                dataDeadline = nil
                 context.flush()
                 if let lastWrite {
                     lastWrite.assumeIsolated().whenComplete { _ in context.close(promise: nil) }

@@ -3,6 +3,7 @@ customer policies from Redis, DNS answered by the real knot + unbound fixture.
 
 Every hostile transcript asserts the exact reply the client gets."""
 import base64
+import select
 import json
 import socket
 import ssl
@@ -438,3 +439,49 @@ def test_smgctl_tlsa_matches_the_certificate(env):
     assert bad.returncode != 0 and "id" in bad.stderr
     bad = env.smgctl("customer", "add", "x", "--network", "300.0.0.0/8")
     assert bad.returncode != 0 and "networks" in bad.stderr
+
+
+def test_slow_clients_are_cut_off(env):
+    """A client trickling one byte at a time cannot hold a session: the command line must be
+    complete within ingress.command_timeout, and DATA within ingress.max_data_time."""
+    port = free_port()
+    env.start("smg-ingress", name="ingress-slow", **dict(env.policy_env, SMG_INGRESS_LISTEN=f"127.0.0.1:{port}",
+                                                        SMG_INGRESS_IMPLICIT_TLS_LISTEN="",
+                                                        SMG_INGRESS_COMMAND_TIMEOUT="2s",
+                                                        SMG_INGRESS_MAX_DATA_TIME="3s"))
+    wait_until(lambda: _listening(port), 15, what="slow-client ingress")
+    c = Raw(port)
+    c.reply()
+    started = time.monotonic()
+    reply = None
+    for byte in b"NOOP NOOP NOOP NOOP NOOP NOOP NOOP NOOP":
+        readable, _, _ = select.select([c.sock], [], [], 0.25)
+        if readable:
+            reply = c.reply()
+            break
+        c.send(bytes([byte]))
+    assert reply == "421 4.4.2 smg.test Error: timeout exceeded", reply
+    assert time.monotonic() - started < 6
+    c.close()
+
+    c = Raw(port)
+    c.reply()
+    c.cmd("EHLO a")
+    c.starttls(client_context(env.tls_cert))
+    c.cmd("EHLO a")
+    c.login("shop-app")
+    c.cmd("MAIL FROM:<a@plain.test>")
+    c.cmd("RCPT TO:<r@dest.example>")
+    assert c.cmd("DATA").startswith("354")
+    started = time.monotonic()
+    reply = None
+    for _ in range(40):
+        readable, _, _ = select.select([c.sock], [], [], 0.2)
+        if readable:
+            reply = c.reply()
+            break
+        c.send(b"x" * 10 + b"\r\n")   # steady, never idle for long, never finishing
+    assert reply == "421 4.4.2 smg.test Error: timeout exceeded", reply
+    assert time.monotonic() - started < 7
+    c.close()
+    env.kill("ingress-slow")
