@@ -68,8 +68,9 @@ public struct StageSettings: Sendable {
 /// then hands the message on. A redrive loop takes over messages whose lease ran out (their
 /// process died, or their frame was lost) and messages whose retry time has come.
 ///
-/// On SIGTERM it stops taking work, lets work in flight finish for `shutdown.drain_timeout`,
-/// and hands back the leases it still holds, so another process can continue at once.
+/// On SIGTERM it stops taking work and lets work in flight finish for `shutdown.drain_timeout`;
+/// then it cancels it. Outcomes are recorded uncancelled, and interrupted work gives its lease
+/// back at once, so another process can continue without waiting for the lease to run out.
 public final class StageRunner: Service, Sendable {
     public let process: GatewayProcess
     public let settings: StageSettings
