@@ -119,6 +119,21 @@ final class MessageStoreTests: XCTestCase {
         else { return XCTFail("expected .missing") }
     }
 
+    func testRenewKeepsALiveLeaseFromRedrive() async throws {
+        let id = try await accept()
+        let claimed = try await store.claim(id, topic: "mail.accepted", owner: "slow", leaseMilliseconds: 300)
+        XCTAssertTrue(claimed)
+        for _ in 0..<4 {
+            try await Task.sleep(for: .milliseconds(150))
+            let renewed = try await store.renew(id, topic: "mail.accepted", owner: "slow", leaseMilliseconds: 300)
+            XCTAssertTrue(renewed)
+            let stolen = try await store.claimExpired(topic: "mail.accepted", owner: "thief", leaseMilliseconds: 1000, limit: 5)
+            XCTAssertEqual(stolen, [], "a renewed lease is never redriven")
+        }
+        let notMine = try await store.renew(id, topic: "mail.accepted", owner: "thief", leaseMilliseconds: 300)
+        XCTAssertFalse(notMine, "only the holder renews")
+    }
+
     func testExpiredLeasesAreRedrivenToAnotherOwner() async throws {
         let id = try await accept()
         let v13 = try await store.claim(id, topic: "mail.accepted", owner: "dead", leaseMilliseconds: 200)
