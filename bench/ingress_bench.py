@@ -72,7 +72,7 @@ def main():
             out = gw.smgctl(*cmd)
             assert out.returncode == 0, out.stderr
         ctx = ssl.create_default_context(cafile=str(tls / "cert.pem"))
-        body = ("Subject: bench\r\n\r\n" + "x" * 1000 + "\r\n").encode()
+        body = ("From: b@plain.test\r\nSubject: bench\r\n\r\n" + "x" * 1000 + "\r\n").encode()
 
         def one_session(count=1):
             with smtplib.SMTP("127.0.0.1", gw.ingress_port, timeout=60) as s:
