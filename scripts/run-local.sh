@@ -53,6 +53,9 @@ if ! "${CTL[@]}" dkim list shop.test --redis redis://127.0.0.1:6390/0 2>/dev/nul
     "${CTL[@]}" dkim keygen shop.test --selector "local-$alg" --alg "$alg" --master-key-file "$VAR/dkim/master.key" \
       --redis redis://127.0.0.1:6390/0 >>"$VAR/log/dkim-keys.txt"
   done
+  # The gateway's own domain signs its NDRs (dkim.own_domain in deploy/local/signer.yaml).
+  "${CTL[@]}" dkim keygen gateway.local --selector local-ed25519 --alg ed25519 --master-key-file "$VAR/dkim/master.key" \
+    --redis redis://127.0.0.1:6390/0 >>"$VAR/log/dkim-keys.txt"
 fi
 
 python3 "$ROOT/deploy/local/sink.py" --port 2526 --dir "$VAR/sink" >>"$VAR/log/sink.log" 2>&1 &
@@ -76,7 +79,7 @@ The Secure Mail Gateway runs locally.
   Queues:              $BIN/smgctl queue --redis redis://127.0.0.1:6390/0
   Logs:                $VAR/log/
   Health/metrics:      http://127.0.0.1:9101/healthz … :9106/metrics
-  DKIM records (shop.test): $VAR/log/dkim-keys.txt
+  DKIM records:        $VAR/log/dkim-keys.txt (shop.test, and gateway.local for NDRs)
   TLSA for the cert:   $BIN/smgctl tlsa --certificate $VAR/tls/cert.pem --host smg.local.test
 Press Ctrl-C to stop.
 INFO
