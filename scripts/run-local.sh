@@ -53,7 +53,9 @@ if ! "${CTL[@]}" dkim list shop.test --redis redis://127.0.0.1:6390/0 2>/dev/nul
     "${CTL[@]}" dkim keygen shop.test --selector "local-$alg" --alg "$alg" --master-key-file "$VAR/dkim/master.key" \
       --redis redis://127.0.0.1:6390/0 >>"$VAR/log/dkim-keys.txt"
   done
-  # The gateway's own domain signs its NDRs (dkim.own_domain in deploy/local/signer.yaml).
+fi
+# The gateway's own domain signs its NDRs (dkim.own_domain in deploy/local/signer.yaml).
+if ! "${CTL[@]}" dkim list gateway.local --redis redis://127.0.0.1:6390/0 2>/dev/null | grep -q local; then
   "${CTL[@]}" dkim keygen gateway.local --selector local-ed25519 --alg ed25519 --master-key-file "$VAR/dkim/master.key" \
     --redis redis://127.0.0.1:6390/0 >>"$VAR/log/dkim-keys.txt"
 fi
