@@ -66,7 +66,7 @@ def main():
                         SMG_INGRESS_CHECK_SENDER_DOMAIN="true", SMG_DNS_SERVERS=f"127.0.0.1:{resolver_port}",
                         SMG_INGRESS_TLS_CERTIFICATE=str(tls / "cert.pem"), SMG_INGRESS_TLS_KEY=str(tls / "key.pem"),
                         SMG_INGRESS_MAX_CONNECTIONS_PER_IP="5000", SMG_INGRESS_MAX_CONNECTIONS="5000")
-        harness.wait_until(lambda: _listening(gw.ingress_port), 20, what="ingress")
+        harness.wait_until(lambda: harness.listening(gw.ingress_port), 20, what="ingress")
         for cmd in [("customer", "add", "bench", "--network", "127.0.0.0/8", "--domain", "plain.test"),
                     ("account", "add", "bench", "--customer", "bench", "--password", "bench-password-123")]:
             out = gw.smgctl(*cmd)
@@ -123,13 +123,6 @@ def main():
         redis.stop()
         subprocess.run([str(fixture / "stop-dns.sh"), str(work / "dns")], capture_output=True)
 
-
-def _listening(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -26,10 +26,17 @@ enum Scripts {
         """)
 
     /// KEYS: pending, owners.  ARGV: id, owner, lease_ms
-    /// Takes the lease when nobody holds a live one — not even the caller: a stage's receive loop
-    /// and redrive loop share an owner name, and must not work on one message at once.
+    /// Takes the lease when nobody holds a live one — not even the caller (every claim has its own
+    /// token anyway; this keeps a message from being worked on twice at once whatever the caller does).
     /// 1 = yours, 0 = done already or held (or waiting for its retry time).
     static let claim = RedisScript("""
+        \(takeLease)
+        return 1
+        """)
+
+    /// The lease-taking part of `claim` and `claimAndLoad` (KEYS: pending, owners; ARGV: id, owner,
+    /// lease_ms): returns 0 from the script unless the caller now holds the lease.
+    static let takeLease = """
         \(now)
         local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
         if not score then return 0 end
@@ -37,20 +44,13 @@ enum Scripts {
         if cur and tonumber(score) > now then return 0 end
         redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
         redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-        return 1
-        """)
+        """
 
     /// KEYS: pending, owners, msg, body.  ARGV: id, owner, lease_ms
     /// `claim`, and on success the message record and body in the same round trip:
     /// returns 0, or {HGETALL msg, body}.
     static let claimAndLoad = RedisScript("""
-        \(now)
-        local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-        if not score then return 0 end
-        local cur = redis.call('HGET', KEYS[2], ARGV[1])
-        if cur and tonumber(score) > now then return 0 end
-        redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+        \(takeLease)
         return {redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4])}
         """)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT, Gateway, RedisServer, Sink, free_port, make_message, wait_until
+from harness import ROOT, Gateway, RedisServer, Sink, free_port, listening, make_message, wait_until
 
 PASSWORD = "correct horse battery staple"
 
@@ -252,7 +252,7 @@ def test_dns_timeout_gives_451_not_550(env):
     overrides = dict(env.policy_env, SMG_DNS_SERVERS=f"127.0.0.1:{silent.getsockname()[1]}", SMG_DNS_TIMEOUT="200ms",
                      SMG_DNS_ATTEMPTS="1", SMG_INGRESS_LISTEN=f"127.0.0.1:{port}", SMG_INGRESS_IMPLICIT_TLS_LISTEN="")
     env.start("smg-ingress", name="ingress-silent-dns", **overrides)
-    wait_until(lambda: _listening(port), 15, what="second ingress")
+    wait_until(lambda: listening(port), 15, what="second ingress")
     c = Raw(port)
     c.reply()
     c.cmd("EHLO a")
@@ -264,13 +264,6 @@ def test_dns_timeout_gives_451_not_550(env):
     env.kill("ingress-silent-dns")
     silent.close()
 
-
-def _listening(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def test_reverse_dns_and_require_tls(env):
@@ -287,7 +280,7 @@ def test_reverse_dns_and_require_tls(env):
     env.start("smg-ingress", name="ingress-plaintext", **dict(env.policy_env, SMG_INGRESS_ALLOW_PLAINTEXT_AUTH="true",
                                                             SMG_INGRESS_LISTEN=f"127.0.0.1:{port}",
                                                             SMG_INGRESS_IMPLICIT_TLS_LISTEN=""))
-    wait_until(lambda: _listening(port), 15, what="plaintext ingress")
+    wait_until(lambda: listening(port), 15, what="plaintext ingress")
     c = Raw(port)
     c.reply()
     assert "AUTH PLAIN LOGIN" in c.cmd("EHLO a")
@@ -368,7 +361,7 @@ def test_rate_limit_101st_message_across_two_ingress_processes(env):
     port2 = free_port()
     env.start("smg-ingress", name="ingress-2", **dict(env.policy_env, SMG_INGRESS_LISTEN=f"127.0.0.1:{port2}",
                                                      SMG_INGRESS_IMPLICIT_TLS_LISTEN=""))
-    wait_until(lambda: _listening(port2), 15, what="second ingress")
+    wait_until(lambda: listening(port2), 15, what="second ingress")
     results = []
     lock = threading.Lock()
 
@@ -449,7 +442,7 @@ def test_slow_clients_are_cut_off(env):
                                                         SMG_INGRESS_IMPLICIT_TLS_LISTEN="",
                                                         SMG_INGRESS_COMMAND_TIMEOUT="2s",
                                                         SMG_INGRESS_MAX_DATA_TIME="3s"))
-    wait_until(lambda: _listening(port), 15, what="slow-client ingress")
+    wait_until(lambda: listening(port), 15, what="slow-client ingress")
     c = Raw(port)
     c.reply()
     started = time.monotonic()
