@@ -115,6 +115,7 @@ final class Authenticator: Sendable {
     /// login → (verified digest of password+hash, until)
     let verified = Locked<[String: (digest: [UInt8], until: Date)]>([:])
     let customers = Locked<[String: (customer: Customer?, until: Date)]>([:])
+    let accounts = Locked<[String: (account: Account?, until: Date)]>([:])
     static let cacheTime: TimeInterval = 5
     static let verifiedTime: TimeInterval = 300
 
@@ -152,9 +153,19 @@ final class Authenticator: Sendable {
         return .success(account)
     }
 
+    /// The login's account and customer, cached for `cacheTime`: MAIL, every RCPT and DATA ask,
+    /// and a Redis round trip per command is not worth a few seconds of freshness.
     func customer(forLogin login: String) async throws -> (Account, Customer)? {
-        guard let account = try await store.account(login), !account.disabled else { return nil }
         let now = Date()
+        let key = login.lowercased()
+        let account: Account?
+        if let hit = accounts.withLock({ $0[key] }), hit.until > now {
+            account = hit.account
+        } else {
+            account = try await store.account(login)
+            accounts.withLock { $0[key] = (account, now.addingTimeInterval(Self.cacheTime)) }
+        }
+        guard let account, !account.disabled else { return nil }
         if let hit = customers.withLock({ $0[account.customer] }), hit.until > now {
             return hit.customer.map { (account, $0) }
         }

@@ -54,15 +54,7 @@ enum DNSTransportExchange {
         let timer = el.scheduleTask(in: timeout) { promise.fail(DNSError(.timeout, "UDP \(server)")) }
         channel.writeAndFlush(AddressedEnvelope(remoteAddress: server, data: channel.allocator.buffer(bytes: query)))
             .whenFailure { promise.fail(DNSError(.network, "UDP send to \(server): \($0)")) }
-        defer {
-            timer.cancel()
-            channel.close(promise: nil)
-        }
-        return try await withTaskCancellationHandler {
-            try await promise.futureResult.get()
-        } onCancel: {
-            promise.fail(CancellationError())
-        }
+        return try await awaitReply(promise, timer: timer, channel: channel)
     }
 
     static func tcp(query: [UInt8], id: UInt16, question: DNSQuestion, server: SocketAddress,
@@ -92,6 +84,13 @@ enum DNSTransportExchange {
         buf.writeInteger(UInt16(query.count))
         buf.writeBytes(query)
         channel.writeAndFlush(buf).whenFailure { promise.fail(DNSError(.network, "TCP send to \(server): \($0)")) }
+        return try await awaitReply(promise, timer: timer, channel: channel)
+    }
+
+    /// Waits for the exchange's reply (or its timeout, or the caller's cancellation), then stops
+    /// the timer and closes the one-query channel.
+    static func awaitReply(_ promise: EventLoopPromise<DNSMessage>, timer: Scheduled<Void>,
+                           channel: any Channel) async throws -> DNSMessage {
         defer {
             timer.cancel()
             channel.close(promise: nil)
