@@ -9,7 +9,7 @@ APT_PACKAGES=(
   libclamav-dev libyara-dev                          # the scanner's two virus engines (ClamAV 1.4, YARA 4.2)
   clamav-testfiles                                   # real test samples for the scanner tests
   redis-server                                       # the system of record
-  swaks                                              # a real SMTP client for tests
+  swaks libnet-ssleay-perl                           # a real SMTP client for tests (Net::SSLeay: its TLS)
   knot knot-dnsutils unbound ldnsutils bind9-dnsutils # the DNS test fixture (authoritative + validating resolver)
   python3 python3-pip                                # test peers (smtplib, aiosmtpd) and the local sink
   opendkim-tools                                     # opendkim-testmsg: an independent DKIM verifier for tests

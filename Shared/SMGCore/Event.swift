@@ -81,6 +81,16 @@ public enum EventType {
     public static let ndrSent = "ndr.sent"
     public static let redriven = "redriven"
     public static let stageError = "stage.error"
+    /// A message whose record cannot be read was moved to the quarantine set.
+    public static let quarantined = "quarantined"
+    /// A message still failing in a stage after its maximum age was given up (recipients bounced).
+    public static let expired = "expired"
+    /// Operator actions on the queue (`smgctl queue …`).
+    public static let queueHeld = "queue.held"
+    public static let queueReleased = "queue.released"
+    public static let queueBounced = "queue.bounced"
+    public static let queueDeleted = "queue.deleted"
+    public static let queueRequeued = "queue.requeued"
 }
 
 /// RFC 3339 UTC timestamps with milliseconds, the one time format of logs and events.

@@ -27,4 +27,10 @@ public struct Keyspace: Sendable, Hashable {
     /// HASH: endpoint → expiry (ms, wall clock) of the processes that serve `kind`:
     /// a data topic (producers' PUSH endpoints), `events` (PUB endpoints for taps), `http`.
     public func registry(_ kind: String) -> String { "\(prefix)registry:\(kind)" }
+    /// HASH: message id → the topic whose stage it was taken from, for messages an operator put
+    /// on hold (`smgctl queue hold`). Held messages are in no pending set, so nothing redrives them.
+    public var held: String { "\(prefix)held" }
+    /// ZSET: message id → time (ms) it was quarantined: its record could not be read, so no stage
+    /// can work on it; `smgctl queue` shows it, an operator deletes or repairs it.
+    public var quarantine: String { "\(prefix)quarantine" }
 }
