@@ -21,5 +21,5 @@ struct PassThroughClassifier: StageWorker {
 await ServiceMain.run(program: "smg-classifier", keys: StageKeys.all) { process in
     let settings = try StageSettings(name: "classifier", inputTopic: Topic.scanned, outputTopics: [Topic.classified],
                                      config: process.config)
-    try await process.run([StageRunner(process: process, settings: settings, worker: PassThroughClassifier())])
+    try await process.run([try StageRunner(process: process, settings: settings, worker: PassThroughClassifier())])
 }

@@ -7,7 +7,9 @@ import SMGNDR
 /// source address and HELO name. Same engine as the other egress, another configuration.
 await ServiceMain.run(program: "smg-egress-bad", keys: StageKeys.all + DeliveryKeys.all) { process in
     let settings = try StageSettings(name: "egress-bad", inputTopic: Lane.bad.topic, outputTopics: [],
-                                     config: process.config, leaseKey: DeliveryKeys.lease)
-    let worker = try DeliveryWorker(lane: .bad, config: process.config, ndr: try NDRSender(process: process))
-    try await process.run([StageRunner(process: process, settings: settings, worker: worker)])
+                                     config: process.config, leaseKey: DeliveryKeys.lease,
+                                     lifetimeKey: DeliveryKeys.maxLifetime, expireRetries: false)
+    let worker = try DeliveryWorker(lane: .bad, config: process.config, ndr: try NDRSender(config: process.config, site: process.site,
+                                                                                          instance: process.instance))
+    try await process.run([try StageRunner(process: process, settings: settings, worker: worker)])
 }

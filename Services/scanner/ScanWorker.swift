@@ -85,11 +85,12 @@ struct ScanWorker: StageWorker {
         }
         let reason = "a virus was found: \(first.signature) in \(first.label) (found by \(first.engine))."
             + " The message was not delivered to any recipient."
-        if let sent = try await ndr.submit(for: message, recipients: failed, reason: reason, kind: "virus",
-                                           logger: context.logger) {
+        var newMessages: [NewMessage] = []
+        if let (report, sent) = ndr.make(for: message, recipients: failed, reason: reason, kind: "virus") {
+            newMessages.append(report)
             events.append(sent)
         }
-        return StageOutcome(events: events, fields: fields, transition: .done)
+        return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: .done)
     }
 }
 

@@ -8,7 +8,7 @@ import SMGMIME
 
 /// smg-scanner: consumes `mail.accepted`, scans every message with ClamAV and YARA
 /// (see ScanWorker), and hands clean messages on to `mail.scanned`.
-await ServiceMain.run(program: "smg-scanner", keys: StageKeys.all + ScannerKeys.all + NDRKeys.all) { process in
+await ServiceMain.run(program: "smg-scanner", keys: StageKeys.all + ScannerKeys.all) { process in
     let config = process.config
     let settings = try StageSettings(name: "scanner", inputTopic: Topic.accepted, outputTopics: [Topic.scanned],
                                      config: config)
@@ -36,10 +36,10 @@ await ServiceMain.run(program: "smg-scanner", keys: StageKeys.all + ScannerKeys.
                                maxDecodedBytes: try config.get(ScannerKeys.mimeMaxDecoded)),
         blockLimitsExceeded: try config.get(ScannerKeys.blockLimitsExceeded),
         yaraTimeoutSeconds: max(1, Int(timeout.components.seconds)))
-    let worker = ScanWorker(scanner: scanner, ndr: try NDRSender(process: process))
+    let worker = ScanWorker(scanner: scanner, ndr: try NDRSender(config: config, site: process.site, instance: process.instance))
     let redis = process.redis
     try await process.run([
-        StageRunner(process: process, settings: settings, worker: worker),
+        try StageRunner(process: process, settings: settings, worker: worker),
         SignatureReloader(clamav: clamav, interval: try config.get(ScannerKeys.reloadInterval)),
     ], health: {
         // Unhealthy without signatures: messages are held (fail closed) until they load.

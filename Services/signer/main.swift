@@ -91,5 +91,5 @@ await ServiceMain.run(program: "smg-signer", keys: StageKeys.all + SignerKeys.al
     } else {
         process.logger.warning("dkim.master_key_file is not set: messages leave unsigned")
     }
-    try await process.run([StageRunner(process: process, settings: settings, worker: DKIMStage(signer: signer))])
+    try await process.run([try StageRunner(process: process, settings: settings, worker: DKIMStage(signer: signer))])
 }

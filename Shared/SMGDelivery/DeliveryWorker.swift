@@ -26,8 +26,8 @@ public enum DeliveryKeys {
         "egress.max_lifetime", default: "5d", min: .seconds(1), max: .seconds(30 * 86400),
         help: "A recipient still deferred this long after acceptance is bounced.")
     public static let lease = ConfigKey.duration(
-        "egress.lease", default: "15m", min: .seconds(5), max: .seconds(86400),
-        help: "How long a delivery may take before another egress may take the message over; longer than any SMTP session.")
+        "egress.lease", default: "60s", min: .seconds(3), max: .seconds(86400),
+        help: "How long a message stays owned by an egress without a renewal (renewed every third of it while SMTP sessions run; confirmed before every DATA); a killed or stalled egress's messages are taken over after it.")
     public static let connectTimeout = ConfigKey.duration(
         "egress.connect_timeout", default: "30s", min: .milliseconds(100), max: .seconds(600), help: "TCP connect timeout.")
     public static let commandTimeout = ConfigKey.duration(
@@ -40,7 +40,7 @@ public enum DeliveryKeys {
     public static let all: [AnyConfigKey] = [
         heloName.erased, sourceAddress.erased, routes.erased, defaultPort.erased, retrySchedule.erased,
         maxLifetime.erased, lease.erased, connectTimeout.erased, commandTimeout.erased, dataTimeout.erased,
-    ] + NDRKeys.all
+    ]
 }
 
 /// The delivery engine: one SMTP transaction per next hop, one outcome per recipient.
@@ -101,12 +101,28 @@ public struct DeliveryWorker: StageWorker {
                       hop: nil, events: &events, id: id, context: context)
             }
         }
+        var attempted = Set(open)
+        var leaseLost = false
         for (hop, indices) in byHop.sorted(by: { $0.key.description < $1.key.description }) {
+            // A lease lost (a stall, Redis away) stops the worker before its next side effect; what
+            // it already delivered is still recorded.
+            if !leaseLost, context.lease.isLost, !(await context.lease.confirm()) { leaseLost = true }
+            if leaseLost {
+                attempted.subtract(indices)
+                continue
+            }
             let addresses = indices.map { recipients[$0].address }
+            let lease = context.lease
             let result = await SMTPClient.deliver(
                 to: hop.host, port: hop.port, reversePath: message.envelope.sender, recipients: addresses,
-                message: ByteBuffer(bytes: message.outgoingBody), configuration: client, group: context.process.group,
-                logger: context.logger)
+                message: ByteBuffer(bytes: message.outgoingBody), configuration: client, group: context.eventLoopGroup,
+                logger: context.logger, beforeData: { await lease.confirm() })
+            if result.abandonedBeforeData {
+                context.logger.warning("lease lost before DATA; not sent", metadata: ["next_hop": .string(hop.description)])
+                leaseLost = true
+                attempted.subtract(indices)
+                continue
+            }
             let replies = Dictionary(result.recipients.map { ($0.recipient, $0.reply) }, uniquingKeysWith: { a, _ in a })
             events.append(context.event(EventType.deliveryAttempt, id: id, facts: [
                 "lane": .string(lane.rawValue), "next_hop": .string(hop.description),
@@ -124,26 +140,37 @@ public struct DeliveryWorker: StageWorker {
         }
 
         var fields: [String: String] = [:]
-        for index in open { fields["rcpt:\(recipients[index].address)"] = recipients[index].jsonString() }
+        for index in open where attempted.contains(index) {
+            fields["rcpt:\(recipients[index].address)"] = recipients[index].jsonString()
+        }
+        let delivered = recipients.indices.contains { attempted.contains($0) && recipients[$0].state == .delivered }
+        if leaseLost {
+            // Another egress owns the message now; the runner records what was delivered.
+            return StageOutcome(events: events, fields: fields, transition: .retry(afterMilliseconds: 0),
+                                externalEffects: delivered)
+        }
         let waiting = recipients.compactMap { $0.state == .deferred ? $0.nextAttempt : nil }
         if let next = waiting.min() {
             let delay = max(0, Int(next.timeIntervalSince(now) * 1000))
-            return StageOutcome(events: events, fields: fields, transition: .retry(afterMilliseconds: delay))
+            return StageOutcome(events: events, fields: fields, transition: .retry(afterMilliseconds: delay),
+                                externalEffects: delivered)
         }
         // Done: one NDR for every recipient that bounced, in this attempt or an earlier one.
         let bounced = recipients.filter { $0.state == .bounced }
+        var newMessages: [NewMessage] = []
         if let ndr, !bounced.isEmpty {
             let report = bounced.map { r in
                 DSNRecipient(address: r.address, status: Self.enhancedStatus(of: r.lastReply), diagnostic: r.lastReply)
             }
             let reason = bounced.count == 1 ? "the receiving mail server refused it or it could not be delivered in time."
                 : "the receiving mail servers refused it or it could not be delivered in time."
-            if let sent = try await ndr.submit(for: message, recipients: report, reason: reason, kind: "bounce",
-                                               logger: context.logger) {
+            if let (ndrMessage, sent) = ndr.make(for: message, recipients: report, reason: reason, kind: "bounce") {
+                newMessages.append(ndrMessage)
                 events.append(sent)
             }
         }
-        return StageOutcome(events: events, fields: fields, transition: .done)
+        return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: .done,
+                            externalEffects: delivered)
     }
 
     func apply(reply: String, transient: Bool, delivered: Bool = false, to index: Int, in recipients: inout [Recipient],

@@ -1,8 +1,7 @@
 public import SMGCore
-public import SMGRuntime
+public import SMGConfig
 public import SMGStore
-public import Logging
-import Foundation
+public import Foundation
 
 /// Configuration of the NDRs this gateway writes.
 public enum NDRKeys {
@@ -17,22 +16,34 @@ public enum NDRKeys {
     public static let all: [AnyConfigKey] = [domain.erased, reportingMTA.erased]
 }
 
-/// Puts NDRs into the pipeline as new messages: written by the gateway, so they pass the
-/// scanner, classifier, signer and egress like any other message. Envelope sender `<>`,
-/// one recipient: the original sender. A message with a null sender never gets one.
+/// Writes NDRs as new messages for the pipeline: from the gateway, so they pass the scanner,
+/// classifier, signer and egress like any other message. Envelope sender `<>`, one recipient:
+/// the original sender. A message with a null sender never gets one.
 ///
-/// The NDR's id is derived from the original's id and the kind of report, so a stage that
-/// runs twice for the same message (redrive) stores the NDR once (`accept` is idempotent).
+/// It does no I/O: a stage returns the NDR in its outcome and the runner stores it in the same
+/// commit as the recipients' `bounced` states (verdicts as data). The NDR's id is derived from
+/// the original's id and the kind of report, so a stage that runs twice for the same message
+/// (redrive) stores it once (the commit skips a new message whose id exists).
 public struct NDRSender: Sendable {
-    public let process: GatewayProcess
     public let domain: String
     public let reportingMTA: String
+    /// Site and instance named in the NDR's `accepted` event and in `ndr.sent`.
+    public let site: String
+    public let instance: String
 
-    public init(process: GatewayProcess) throws {
-        self.process = process
-        domain = try process.config.get(NDRKeys.domain)
-        let named = try process.config.get(NDRKeys.reportingMTA)
+    public init(config: Config, site: String, instance: String) throws {
+        domain = try config.get(NDRKeys.domain)
+        let named = try config.get(NDRKeys.reportingMTA)
         reportingMTA = named.isEmpty ? domain : named
+        self.site = site
+        self.instance = instance
+    }
+
+    public init(domain: String, reportingMTA: String? = nil, site: String, instance: String) {
+        self.domain = domain
+        self.reportingMTA = reportingMTA ?? domain
+        self.site = site
+        self.instance = instance
     }
 
     /// The id of the NDR of kind `kind` (`virus`, `bounce`) for `original`: same time part,
@@ -55,37 +66,29 @@ public struct NDRSender: Sendable {
         return MessageID(String(original.rawValue.prefix(10)) + tail) ?? original
     }
 
-    /// Stores the NDR for `message` (with `recipients` as the failed ones) and returns the
-    /// `ndr.sent` event to record on the original message; nil for a null sender (no NDR).
-    public func submit(for message: StoredMessage, recipients: [DSNRecipient], reason: String, kind: String,
-                       logger: Logger) async throws -> Event? {
+    /// The NDR for `message` (with `recipients` as the failed ones), due at once in the scanner's
+    /// stage, and the `ndr.sent` event to record on the original; nil for a null sender (no NDR).
+    public func make(for message: StoredMessage, recipients: [DSNRecipient], reason: String, kind: String,
+                     now: Date = Date()) -> (message: NewMessage, sent: Event)? {
         guard let dsn = DeliveryStatusNotification(
             originalSender: message.envelope.sender, originalID: message.id.rawValue, originalMessage: message.body,
             arrivalDate: message.envelope.submission.receivedAt, recipients: recipients, reason: reason,
             domain: domain, reportingMTA: reportingMTA)
-        else {
-            logger.info("no NDR: null sender or no failed recipient", metadata: ["kind": .string(kind)])
-            return nil
-        }
+        else { return nil }
         let id = Self.ndrID(for: message.id, kind: kind)
-        let now = Date()
         let body = dsn.render(messageID: "\(id.rawValue)@\(domain)", date: now)
         let submission = SubmissionFacts(clientAddress: "", heloName: nil, tls: false, authenticatedAs: nil,
-                                         site: process.site, ingress: process.instance, receivedAt: now, size: body.count)
+                                         site: site, ingress: instance, receivedAt: now, size: body.count)
         let envelope = Envelope(customer: message.envelope.customer, sender: "",
                                 recipients: [Recipient(address: dsn.to)], submission: submission)
-        let accepted = process.event(EventType.accepted, id: id, facts: [
+        let accepted = Event(type: EventType.accepted, id: id, site: site, process: instance, facts: [
             "sender": "", "recipients": 1, "size": .int(body.count), "ndr_for": .string(message.id.rawValue),
             "kind": .string(kind),
         ])
-        let stored = try await process.store.accept(id: id, envelope: envelope, body: body, event: accepted,
-                                                    topic: Topic.accepted, redriveAfterMilliseconds: 0)
-        if stored { await process.publish([accepted]) }
-        logger.info("ndr accepted into the pipeline", metadata: ["ndr": .string(id.rawValue), "to": .string(dsn.to),
-                                                                 "new": "\(stored)"])
-        return process.event(EventType.ndrSent, id: message.id, facts: [
+        let sent = Event(type: EventType.ndrSent, id: message.id, site: site, process: instance, facts: [
             "ndr": .string(id.rawValue), "to": .string(dsn.to), "kind": .string(kind),
             "recipients": .array(recipients.map { .string($0.address) }),
         ])
+        return (NewMessage(id: id, envelope: envelope, body: body, accepted: accepted, topic: Topic.accepted), sent)
     }
 }

@@ -1,3 +1,4 @@
+import SMGNDR
 /// Configuration keys every process has. Service-specific keys live beside each service.
 public enum CommonKeys {
     public static let site = ConfigKey<String>.string(
@@ -40,6 +41,9 @@ public enum CommonKeys {
     public static let bodyRetention = ConfigKey.duration(
         "store.body_retention", default: "1h", min: .seconds(1), max: .seconds(400 * 86400),
         help: "How long the body of a finished message is kept.")
+    public static let messageEventsMax = ConfigKey<Int>.int(
+        "store.message_events_max", default: 1000, range: 10...1_000_000,
+        help: "Approximate length cap of each message's own event stream (a message retried for days stays bounded).")
     public static let eventsMax = ConfigKey<Int>.int(
         "store.events_max", default: 1_000_000, range: 1000...1_000_000_000,
         help: "Approximate length cap of the global event stream smg:events.")
@@ -50,7 +54,7 @@ public enum CommonKeys {
     public static let all: [AnyConfigKey] = [
         site.erased, instance.erased, redisURL.erased, redisPool.erased, redisTimeout.erased, keyPrefix.erased,
         busBind.erased, busAdvertise.erased, busHighWaterMark.erased, eventsBind.erased, httpListen.erased,
-        logLevel.erased, retention.erased, bodyRetention.erased, eventsMax.erased, drainTimeout.erased,
+        logLevel.erased, retention.erased, bodyRetention.erased, eventsMax.erased, messageEventsMax.erased, drainTimeout.erased,
     ]
 }
 
@@ -59,8 +63,8 @@ public enum StageKeys {
     public static let concurrency = ConfigKey<Int>.int(
         "stage.concurrency", default: 8, range: 1...1024, help: "Messages this process works on at once.")
     public static let lease = ConfigKey.duration(
-        "stage.lease", default: "60s", min: .seconds(1), max: .seconds(86400),
-        help: "How long a message is owned by the process working on it; a killed process's messages are redriven after it.")
+        "stage.lease", default: "30s", min: .seconds(1), max: .seconds(86400),
+        help: "How long a message is owned by the process working on it without a renewal (renewed every third of it while work goes on); a killed or stalled process's messages are taken over after it.")
     public static let redriveAfter = ConfigKey.duration(
         "stage.redrive_after", default: "30s", min: .milliseconds(100), max: .seconds(86400),
         help: "A message handed on but not taken up by the next stage within this time is redriven (ZeroMQ may drop frames).")
@@ -71,7 +75,15 @@ public enum StageKeys {
         "stage.retry_delay", default: "10s", min: .milliseconds(10), max: .seconds(86400),
         help: "After a failure of this stage (engine down, Redis error), wait this long before trying the message again.")
 
+    public static let maxLifetime = ConfigKey.duration(
+        "stage.max_lifetime", default: "5d", min: .seconds(1), max: .seconds(30 * 86400),
+        help: "A message still failing in this stage this long after it was accepted is bounced with an NDR saying what failed (egress uses egress.max_lifetime).")
+    public static let redisGrace = ConfigKey.duration(
+        "stage.redis_grace", default: "30s", min: .seconds(1), max: .seconds(3600),
+        help: "/healthz turns red when Redis has been unreachable for this stage longer than this.")
+
     public static let all: [AnyConfigKey] = [
         concurrency.erased, lease.erased, redriveAfter.erased, redriveInterval.erased, retryDelay.erased,
-    ]
+        maxLifetime.erased, redisGrace.erased,
+    ] + NDRKeys.all
 }

@@ -34,6 +34,13 @@ public final class GatewayProcess: Sendable {
     public let drainTimeout: Duration
     let advertiseHost: String
     let registrations = Locked<[String: Set<String>]>([:])
+    let healthChecks = Locked<[(name: String, check: HTTPStatusServer.HealthCheck)]>([])
+
+    /// Adds a check to `/healthz` (a stage: its loops run and Redis answers). The endpoint is
+    /// green only when every check is.
+    public func addHealthCheck(_ name: String, _ check: @escaping HTTPStatusServer.HealthCheck) {
+        healthChecks.withLock { $0.append((name, check)) }
+    }
 
     /// How long a registry entry lives without a heartbeat, and how often it is refreshed.
     public static let registryTTL = 10_000
@@ -74,7 +81,8 @@ public final class GatewayProcess: Sendable {
         let keys = Keyspace(prefix: try config.get(CommonKeys.keyPrefix))
         store = MessageStore(redis: redis, keys: keys, globalEventsMaxLength: try config.get(CommonKeys.eventsMax),
                              retentionSeconds: try config.get(CommonKeys.retention).milliseconds / 1000,
-                             bodyRetentionSeconds: try config.get(CommonKeys.bodyRetention).milliseconds / 1000)
+                             bodyRetentionSeconds: try config.get(CommonKeys.bodyRetention).milliseconds / 1000,
+                             messageEventsMaxLength: try config.get(CommonKeys.messageEventsMax))
         registry = Registry(redis: redis, keys: keys)
         zmq = try ZMQContext()
         events = try EventPublisher(context: zmq, bind: try config.get(CommonKeys.eventsBind), logger: logger)
@@ -134,11 +142,20 @@ public final class GatewayProcess: Sendable {
             guard let (host, port) = HostPort.parse(listen) else {
                 throw ConfigError(key: CommonKeys.httpListen.name, source: "config", problem: "expected host:port")
             }
-            let check: HTTPStatusServer.HealthCheck = health ?? { [redis] in
+            let base: HTTPStatusServer.HealthCheck = health ?? { [redis] in
                 do {
                     _ = try await redis.command("PING")
                     return (true, "redis ok")
                 } catch { return (false, "redis: \(error)") }
+            }
+            let check: HTTPStatusServer.HealthCheck = { [self] in
+                var (healthy, detail) = await base()
+                for (_, extra) in healthChecks.withLock({ $0 }) {
+                    let (ok, text) = await extra()
+                    healthy = healthy && ok
+                    detail += "; " + text
+                }
+                return (healthy, detail)
             }
             all.append(StatusService(process: self, host: host, port: port, health: check))
         }

@@ -42,6 +42,25 @@ public enum Transition: Sendable, Hashable {
     case retry(afterMilliseconds: Int)
 }
 
+/// A message a stage writes itself (an NDR, an operator notice), stored in the same commit as
+/// the outcome that caused it and due at once in `topic`'s stage.
+public struct NewMessage: Sendable {
+    public var id: MessageID
+    public var envelope: Envelope
+    public var body: [UInt8]
+    /// Its `accepted` event (recorded on the new message's own stream).
+    public var accepted: Event
+    public var topic: String
+
+    public init(id: MessageID, envelope: Envelope, body: [UInt8], accepted: Event, topic: String) {
+        self.id = id
+        self.envelope = envelope
+        self.body = body
+        self.accepted = accepted
+        self.topic = topic
+    }
+}
+
 /// Errors of the store, with a code callers can switch on.
 public struct StoreError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -69,10 +88,15 @@ public final class MessageStore: Sendable {
     public let retentionSeconds: Int
     /// How long the body of a finished message is kept (seconds); bodies are the bulk of memory.
     public let bodyRetentionSeconds: Int
+    /// Upper bound of each message's own event stream (`XADD MAXLEN ~`), so a message that is
+    /// retried for days cannot grow without bound.
+    public let messageEventsMaxLength: Int
 
     public init(redis: RedisClient, keys: Keyspace = Keyspace(), globalEventsMaxLength: Int = 1_000_000,
-                retentionSeconds: Int = 7 * 24 * 3600, bodyRetentionSeconds: Int = 3600) {
+                retentionSeconds: Int = 7 * 24 * 3600, bodyRetentionSeconds: Int = 3600,
+                messageEventsMaxLength: Int = 1000) {
         self.bodyRetentionSeconds = max(1, bodyRetentionSeconds)
+        self.messageEventsMaxLength = max(10, messageEventsMaxLength)
         self.redis = redis
         self.keys = keys
         self.globalEventsMaxLength = globalEventsMaxLength
@@ -85,13 +109,40 @@ public final class MessageStore: Sendable {
     @discardableResult
     public func accept(id: MessageID, envelope: Envelope, body: [UInt8], event: Event, topic: String,
                        redriveAfterMilliseconds: Int) async throws -> Bool {
+        switch try await accept(id: id, envelope: envelope, body: body, event: event, topic: topic,
+                                redriveAfterMilliseconds: redriveAfterMilliseconds, fingerprint: nil) {
+        case .stored: return true
+        case .existed, .duplicate: return false
+        }
+    }
+
+    /// What `accept` did.
+    public enum AcceptResult: Sendable, Equatable {
+        case stored
+        /// The id was stored already; nothing changed.
+        case existed
+        /// The same submission (fingerprint) was stored within its time to live as this message;
+        /// nothing changed. Ingress answers 250 with that id: the client is retrying a transaction
+        /// whose 250 it never saw (e.g. the first reply was a 451 after a Redis timeout, but the
+        /// accept had been queued in Redis and ran later).
+        case duplicate(of: MessageID)
+    }
+
+    /// `accept` with an optional submission fingerprint (a hash of login, envelope and content)
+    /// remembered for `fingerprintTTLSeconds`.
+    public func accept(id: MessageID, envelope: Envelope, body: [UInt8], event: Event, topic: String,
+                       redriveAfterMilliseconds: Int, fingerprint: String?, fingerprintTTLSeconds: Int = 600)
+        async throws -> AcceptResult
+    {
+        let ttl = fingerprint == nil ? 0 : max(1, fingerprintTTLSeconds)
         let reply = try await redis.eval(
             Scripts.accept,
             keys: [.init(keys.message(id)), .init(keys.body(id)), .init(keys.events(id)),
-                   .init(keys.globalEvents), .init(keys.pending(topic))],
+                   .init(keys.globalEvents), .init(keys.pending(topic)), .init(keys.submission(fingerprint ?? "-"))],
             args: [.init(id.rawValue), .init(envelope.jsonBytes()), .init(body), .init(event.jsonBytes()),
-                   .init(redriveAfterMilliseconds), .init(globalEventsMaxLength)])
-        return try Self.flag(reply)
+                   .init(redriveAfterMilliseconds), .init(globalEventsMaxLength), .init(ttl)])
+        if let text = reply.string, let prior = MessageID(text) { return .duplicate(of: prior) }
+        return try Self.flag(reply) ? .stored : .existed
     }
 
     /// Takes the lease on a message received from `topic`. False: done already, or another
@@ -142,11 +193,14 @@ public final class MessageStore: Sendable {
         return items.compactMap { $0.string.flatMap(MessageID.init) }
     }
 
-    /// Records a stage's result: its events, fields on the message record, and where the
-    /// message goes next, atomically. False when the caller no longer holds the lease; then
-    /// nothing was written and the caller must not hand the message on.
+    /// Records a stage's result: its events, fields on the message record, new messages it made
+    /// (NDRs, notices), and where the message goes next, atomically. False when the caller no
+    /// longer holds the lease; then nothing was written and the caller must not hand the message on.
+    /// Idempotent for one lease token: repeating a commit whose reply was lost returns true and
+    /// writes nothing twice. A final recipient state (delivered, bounced) is never overwritten.
     public func commit(_ id: MessageID, topic: String, owner: String, events: [Event],
-                       fields: [String: String] = [:], transition: Transition) async throws -> Bool {
+                       fields: [String: String] = [:], newMessages: [NewMessage] = [],
+                       transition: Transition) async throws -> Bool {
         let mode: String, delay: Int, next: String
         switch transition {
         case .forward(let topic, let after): (mode, delay, next) = ("forward", after, keys.pending(topic))
@@ -155,15 +209,73 @@ public final class MessageStore: Sendable {
         }
         var args: [RedisArg] = [.init(id.rawValue), .init(owner), .init(mode), .init(delay),
                                 .init(globalEventsMaxLength), .init(retentionSeconds), .init(bodyRetentionSeconds),
-                                .init(events.count)]
+                                .init(events.count), .init(newMessages.count), .init(messageEventsMaxLength)]
+        args += events.map { .init($0.jsonBytes()) }
+        var keyArgs: [RedisArg] = [.init(keys.pending(topic)), .init(keys.owners(topic)), .init(keys.message(id)),
+                                   .init(keys.events(id)), .init(keys.globalEvents), .init(next), .init(keys.body(id))]
+        for m in newMessages {
+            keyArgs += [.init(keys.message(m.id)), .init(keys.body(m.id)), .init(keys.events(m.id)),
+                        .init(keys.pending(m.topic))]
+            args += [.init(m.id.rawValue), .init(m.envelope.jsonBytes()), .init(m.body), .init(m.accepted.jsonBytes())]
+        }
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) { args += [.init(key), .init(value)] }
+        let reply = try await redis.eval(Scripts.commit, keys: keyArgs, args: args)
+        return try Self.flag(reply)
+    }
+
+    /// Records what a worker did after its lease was lost (another process took the message over):
+    /// its events, and the recipient states in `fields` that are final where the record's are not,
+    /// so a delivery a remote server confirmed is not repeated by later attempts. No transition.
+    /// Returns how many recipient states were written (0 when the record is gone).
+    @discardableResult
+    public func recordOrphan(_ id: MessageID, events: [Event], fields: [String: String]) async throws -> Int {
+        var args: [RedisArg] = [.init(globalEventsMaxLength), .init(messageEventsMaxLength), .init(events.count)]
         args += events.map { .init($0.jsonBytes()) }
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) { args += [.init(key), .init(value)] }
         let reply = try await redis.eval(
-            Scripts.commit,
-            keys: [.init(keys.pending(topic)), .init(keys.owners(topic)), .init(keys.message(id)),
-                   .init(keys.events(id)), .init(keys.globalEvents), .init(next), .init(keys.body(id))],
+            Scripts.recordOrphan, keys: [.init(keys.message(id)), .init(keys.events(id)), .init(keys.globalEvents)],
             args: args)
+        guard let written = reply.int else { throw StoreError(code: .unexpectedReply, message: "recordOrphan: \(reply)") }
+        return max(0, Int(written))
+    }
+
+    /// Moves a message whose record cannot be read from `topic`'s stage to the quarantine set
+    /// (`Keyspace.quarantine`), recording `event`. False when `owner` does not hold its lease.
+    public func quarantine(_ id: MessageID, topic: String, owner: String, event: Event) async throws -> Bool {
+        let reply = try await redis.eval(
+            Scripts.quarantine,
+            keys: [.init(keys.pending(topic)), .init(keys.owners(topic)), .init(keys.quarantine), .init(keys.message(id)),
+                   .init(keys.events(id)), .init(keys.globalEvents)],
+            args: [.init(id.rawValue), .init(owner), .init(topic), .init(event.jsonBytes()), .init(globalEventsMaxLength),
+                   .init(messageEventsMaxLength)])
         return try Self.flag(reply)
+    }
+
+    /// What a stage's pending set looks like now (for metrics): how many, and how far behind the
+    /// most overdue entry is (0 when nothing is past its deadline), by Redis server time.
+    public func backlog(_ topic: String) async throws -> (count: Int, overdueMilliseconds: Int) {
+        let replies = try await redis.pipeline([["ZCARD", .init(keys.pending(topic))],
+                                                ["ZRANGE", .init(keys.pending(topic)), "0", "0", "WITHSCORES"],
+                                                ["TIME"]])
+        guard replies.count == 3, let count = replies[0].int else {
+            throw StoreError(code: .unexpectedReply, message: "backlog \(topic): \(replies)")
+        }
+        var overdue = 0
+        if let first = replies[1].array, first.count == 2, let scoreText = first[1].string, let score = Double(scoreText),
+           let time = replies[2].array, time.count == 2, let s = time[0].string.flatMap(Int.init),
+           let us = time[1].string.flatMap(Int.init) {
+            overdue = max(0, s * 1000 + us / 1000 - Int(score))
+        }
+        return (Int(count), overdue)
+    }
+
+    /// How many messages operators hold and how many are quarantined.
+    public func heldAndQuarantined() async throws -> (held: Int, quarantined: Int) {
+        let replies = try await redis.pipeline([["HLEN", .init(keys.held)], ["ZCARD", .init(keys.quarantine)]])
+        guard replies.count == 2, let h = replies[0].int, let q = replies[1].int else {
+            throw StoreError(code: .unexpectedReply, message: "held/quarantine: \(replies)")
+        }
+        return (Int(h), Int(q))
     }
 
     /// Extends a lease this caller holds to now + `leaseMilliseconds`; false when it was lost.

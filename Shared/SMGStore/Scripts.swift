@@ -11,17 +11,25 @@ enum Scripts {
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         """
 
-    /// KEYS: msg, body, ev, global, pending_out
-    /// ARGV: id, envelope JSON, body, event JSON, redrive_after_ms, global_maxlen
-    /// Returns 1 when stored, 0 when the id already existed (nothing changed).
+    /// KEYS: msg, body, ev, global, pending_out, fingerprint
+    /// ARGV: id, envelope JSON, body, event JSON, redrive_after_ms, global_maxlen, fingerprint_ttl_s
+    /// Returns 1 when stored, 0 when the id already existed (nothing changed), or the id of the
+    /// message already stored under the same submission fingerprint within its time to live
+    /// (nothing changed: a client's retry of a transaction whose first 250 it never saw).
     static let accept = RedisScript("""
         \(now)
+        local ttl = tonumber(ARGV[7])
+        if ttl > 0 then
+          local prior = redis.call('GET', KEYS[6])
+          if prior then return prior end
+        end
         if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
         redis.call('SET', KEYS[2], ARGV[3])
         redis.call('HSET', KEYS[1], 'envelope', ARGV[2], 'state', 'accepted', 'created', now)
         redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
         redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[4])
         redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), ARGV[1])
+        if ttl > 0 then redis.call('SET', KEYS[6], ARGV[1], 'EX', ttl) end
         return 1
         """)
 
@@ -66,31 +74,74 @@ enum Scripts {
         return ids
         """)
 
-    /// KEYS: pending_in, owners_in, msg, ev, global, pending_out, body
-    /// ARGV: id, owner, mode (forward|done|wait), delay_ms, global_maxlen, retention_s, body_retention_s, n_events,
-    ///       events…, then field/value pairs for the message hash.
+    /// Lua: is the recipient state JSON in `cur` final (delivered or bounced)?
+    static let isFinal = """
+        local function is_final(cur)
+          return cur and (string.find(cur, '"state":"delivered"', 1, true) or string.find(cur, '"state":"bounced"', 1, true))
+        end
+        """
+
+    /// KEYS: pending_in, owners_in, msg, ev, global, pending_out, body, then 4 per new message:
+    ///       msg_i, body_i, ev_i, pending_i
+    /// ARGV: id, owner, mode (forward|done|wait), delay_ms, global_maxlen, retention_s, body_retention_s,
+    ///       n_events, n_new, message_events_cap, events…, 4 per new message (id, envelope, body,
+    ///       accepted event), then field/value pairs for the message hash.
     /// forward: leave the stage, enter pending_out with deadline now+delay.
     /// done:    leave the stage; the records expire after the retention time.
     /// wait:    stay in the stage, unowned, until now+delay (a retry time).
+    /// New messages (NDRs, notices) are stored like `accept` does, due at once, unless they exist.
+    /// A recipient state that is final (delivered, bounced) is never overwritten.
+    /// The commit is idempotent for its lease token (`committed_by`): a retry after a lost reply
+    /// returns 1 without writing again.
     /// Returns 1 when recorded, 0 when the caller no longer holds the lease (nothing changed).
     static let commit = RedisScript("""
         \(now)
+        \(isFinal)
         local id = ARGV[1]
+        if redis.call('HGET', KEYS[3], 'committed_by') == ARGV[2] then return 1 end
         if not redis.call('ZSCORE', KEYS[1], id) then return 0 end
         if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
         local mode = ARGV[3]
         local delay = tonumber(ARGV[4])
         local n = tonumber(ARGV[8])
-        for i = 9, 8 + n do
-          redis.call('XADD', KEYS[4], '*', 'e', ARGV[i])
+        local nnew = tonumber(ARGV[9])
+        local cap = tonumber(ARGV[10])
+        local a = 11
+        for i = a, a + n - 1 do
+          redis.call('XADD', KEYS[4], 'MAXLEN', '~', cap, '*', 'e', ARGV[i])
           redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[i])
         end
-        local fields = {}
-        for i = 9 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
-        if #fields > 0 then redis.call('HSET', KEYS[3], unpack(fields)) end
+        a = a + n
+        for j = 0, nnew - 1 do
+          local k = 8 + j * 4
+          if redis.call('EXISTS', KEYS[k]) == 0 then
+            redis.call('SET', KEYS[k + 1], ARGV[a + 2])
+            redis.call('HSET', KEYS[k], 'envelope', ARGV[a + 1], 'state', 'accepted', 'created', now)
+            redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', cap, '*', 'e', ARGV[a + 3])
+            redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[a + 3])
+            redis.call('ZADD', KEYS[k + 3], now, ARGV[a])
+          end
+          a = a + 4
+        end
+        -- Fields in batches (Lua's unpack has a limit of a few thousand values).
+        local batch = {}
+        for i = a, #ARGV - 1, 2 do
+          local f = ARGV[i]
+          if string.sub(f, 1, 5) ~= 'rcpt:' or not is_final(redis.call('HGET', KEYS[3], f)) then
+            batch[#batch + 1] = f
+            batch[#batch + 1] = ARGV[i + 1]
+          end
+          if #batch >= 1000 then
+            redis.call('HSET', KEYS[3], unpack(batch))
+            batch = {}
+          end
+        end
+        if #batch > 0 then redis.call('HSET', KEYS[3], unpack(batch)) end
+        redis.call('HSET', KEYS[3], 'committed_by', ARGV[2])
         if mode == 'forward' then
           redis.call('ZREM', KEYS[1], id)
           redis.call('HDEL', KEYS[2], id)
+          redis.call('HSET', KEYS[3], 'state', 'queued')
           redis.call('ZADD', KEYS[6], now + delay, id)
         elseif mode == 'done' then
           redis.call('ZREM', KEYS[1], id)
@@ -104,6 +155,48 @@ enum Scripts {
           redis.call('ZADD', KEYS[1], now + delay, id)
           redis.call('HSET', KEYS[2], id, '~wait')
         end
+        return 1
+        """)
+
+    /// KEYS: msg, ev, global.  ARGV: global_maxlen, message_events_cap, n_events, events…, field/value pairs.
+    /// Records what a worker did after it lost its lease (a remote server already said 250): its
+    /// events, and those recipient states that are final where the record's are not. Nothing
+    /// else (no transition: the message belongs to the lease holder now). Returns the number of
+    /// recipient states written, or -1 when the record is gone.
+    static let recordOrphan = RedisScript("""
+        \(isFinal)
+        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+        local n = tonumber(ARGV[3])
+        for i = 4, 3 + n do
+          redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[2]), '*', 'e', ARGV[i])
+          redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+        end
+        local written = 0
+        for i = 4 + n, #ARGV - 1, 2 do
+          local f = ARGV[i]
+          if string.sub(f, 1, 5) == 'rcpt:' and is_final(ARGV[i + 1]) and not is_final(redis.call('HGET', KEYS[1], f)) then
+            redis.call('HSET', KEYS[1], f, ARGV[i + 1])
+            written = written + 1
+          end
+        end
+        return written
+        """)
+
+    /// KEYS: pending, owners, quarantine, msg, ev, global.  ARGV: id, owner, topic, event, global_maxlen, cap
+    /// Moves a message whose record cannot be read out of its stage into the quarantine set, with
+    /// an event. Only the lease holder can. 1 = quarantined, 0 = not the holder.
+    static let quarantine = RedisScript("""
+        \(now)
+        local id = ARGV[1]
+        if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('HDEL', KEYS[2], id)
+        redis.call('ZADD', KEYS[3], now, id)
+        if redis.call('TYPE', KEYS[4])['ok'] == 'hash' then
+          redis.call('HSET', KEYS[4], 'state', 'quarantined', 'quarantined_from', ARGV[3])
+        end
+        redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', tonumber(ARGV[6]), '*', 'e', ARGV[4])
+        redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[4])
         return 1
         """)
 

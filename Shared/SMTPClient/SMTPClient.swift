@@ -56,6 +56,9 @@ public struct DeliveryResult: Sendable {
     public var sessionFailure: SMTPReply?
     /// The extensions the server advertised (upper-cased keywords with arguments).
     public var extensions: [String]
+    /// True when the caller's `beforeData` check said no: the session ended before DATA and
+    /// nothing was sent; the recipients' replies say so but are not the remote's.
+    public var abandonedBeforeData = false
 
     public init(recipients: [RecipientResult], sessionFailure: SMTPReply?, extensions: [String] = []) {
         self.recipients = recipients
@@ -96,7 +99,8 @@ public enum SMTPClient {
         message: ByteBuffer,
         configuration: SMTPClientConfiguration,
         group: any EventLoopGroup,
-        logger: Logger
+        logger: Logger,
+        beforeData: (@Sendable () async -> Bool)? = nil
     ) async -> DeliveryResult {
         var logger = logger
         logger[metadataKey: "smtp.peer"] = "\(host):\(port)"
@@ -111,7 +115,7 @@ public enum SMTPClient {
                                   sessionFailure: reply)
         }
         var session = DeliverySession(connection: connection, configuration: configuration, logger: logger,
-                                      recipients: recipients)
+                                      recipients: recipients, beforeData: beforeData)
         await session.run(reversePath: reversePath, message: message)
         await connection.close()
         return session.result
@@ -164,8 +168,12 @@ struct DeliverySession {
     var results: [SMTPReply?]
     var sessionFailure: SMTPReply?
     var extensions: [String] = []
+    let beforeData: (@Sendable () async -> Bool)?
+    var abandoned = false
 
-    init(connection: SMTPClientConnection, configuration: SMTPClientConfiguration, logger: Logger, recipients: [String]) {
+    init(connection: SMTPClientConnection, configuration: SMTPClientConfiguration, logger: Logger, recipients: [String],
+         beforeData: (@Sendable () async -> Bool)? = nil) {
+        self.beforeData = beforeData
         self.connection = connection
         self.configuration = configuration
         self.logger = logger
@@ -175,9 +183,11 @@ struct DeliverySession {
 
     var result: DeliveryResult {
         let fallback = sessionFailure ?? SMTPReply(code: 451, enhanced: "4.4.2", "Delivery incomplete")
-        return DeliveryResult(
+        var result = DeliveryResult(
             recipients: zip(recipientList, results).map { RecipientResult(recipient: $0, reply: $1 ?? fallback) },
             sessionFailure: sessionFailure, extensions: extensions)
+        result.abandonedBeforeData = abandoned
+        return result
     }
 
     /// Decides every open recipient with `reply` and records it as the session failure.
@@ -246,6 +256,13 @@ struct DeliverySession {
                 }
             }
             guard !accepted.isEmpty else { await quit(); return }
+            // The caller's last word before the side effect (egress: is the lease still ours?).
+            if let beforeData, !(await beforeData()) {
+                abandoned = true
+                failAll(SMTPReply(code: 451, enhanced: "4.3.0", "Not sent: delivery handed to another process"))
+                await quit()
+                return
+            }
             // DATA.
             stage = "DATA"
             let dataReply = try await connection.command("DATA", timeout: configuration.commandTimeout)

@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
 @testable import SMGRuntime
+@testable import SMGConfig
 
 final class ConfigTests: XCTestCase {
     let keys: [AnyConfigKey] = CommonKeys.all + StageKeys.all + [ConfigMapKey("egress.routes", help: "routes").erased]
