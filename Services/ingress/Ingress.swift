@@ -13,6 +13,7 @@ import Logging
 import Metrics
 import ServiceLifecycle
 import Foundation
+import Crypto
 
 /// The SMTP side of ingress: every accepted message is stored in Redis (record, body,
 /// `accepted` event, pending entry for the scanners) in one atomic script BEFORE the 250 is
@@ -38,6 +39,9 @@ final class IngressDelegate: SMTPServerDelegate {
     let connections = Locked<(total: Int, perIP: [String: Int])>((0, [:]))
     let accepted = Counter(label: "smg_ingress_accepted_total")
     let storeFailures = Counter(label: "smg_ingress_store_failures_total")
+    let duplicates = Counter(label: "smg_ingress_duplicate_submissions_total")
+    /// `ingress.dedupe_window` in seconds (0 = off).
+    let dedupeSeconds: Int
 
     init(process: GatewayProcess, producer: BusPusher, authenticator: Authenticator, rateLimiter: RateLimiter,
          resolver: DNSResolver) throws {
@@ -50,6 +54,7 @@ final class IngressDelegate: SMTPServerDelegate {
         hostname = try config.get(IngressKeys.hostname)
         allow = try config.get(IngressKeys.allowNetworks)
         maxPending = try config.get(IngressKeys.maxPending)
+        dedupeSeconds = Int(try config.get(IngressKeys.dedupeWindow).components.seconds)
         redriveAfter = try config.get(StageKeys.redriveAfter).milliseconds
         maxConnections = try config.get(IngressKeys.maxConnections)
         maxConnectionsPerIP = try config.get(IngressKeys.maxConnectionsPerIP)
@@ -230,9 +235,16 @@ final class IngressDelegate: SMTPServerDelegate {
         if let customerID { eventFacts["customer"] = .string(customerID) }
         if let login = session.authenticatedAs { eventFacts["login"] = .string(login) }
         let event = process.event(EventType.accepted, id: id, facts: eventFacts)
+        let fingerprint = dedupeSeconds > 0 ? Self.fingerprint(session: session, envelope: envelope, message: message) : nil
         do {
-            try await process.store.accept(id: id, envelope: env, body: body, event: event, topic: Topic.accepted,
-                                           redriveAfterMilliseconds: redriveAfter)
+            let result = try await process.store.accept(
+                id: id, envelope: env, body: body, event: event, topic: Topic.accepted,
+                redriveAfterMilliseconds: redriveAfter, fingerprint: fingerprint, fingerprintTTLSeconds: dedupeSeconds)
+            if case .duplicate(let prior) = result {
+                duplicates.increment()
+                logger.notice("same submission as an accepted message; not stored again", metadata: ["prior": .string(prior.rawValue)])
+                return SMTPReply(code: 250, enhanced: "2.0.0", lines: ["Ok: queued as \(prior)"])
+            }
         } catch {
             storeFailures.increment()
             logger.error("could not store message; answering 451", metadata: ["error": "\(error)"])
@@ -248,6 +260,16 @@ final class IngressDelegate: SMTPServerDelegate {
                                     timeout: .milliseconds(500))
         }
         return SMTPReply(code: 250, enhanced: "2.0.0", lines: ["Ok: queued as \(id)"])
+    }
+
+    /// The identity of a submission for `ingress.dedupe_window`: login, envelope and the client's
+    /// octets (before our Received header), SHA-256 in hex.
+    static func fingerprint(session: SMTPSessionInfo, envelope: SMTPEnvelope, message: ByteBuffer) -> String {
+        var hasher = SHA256()
+        let head = [session.authenticatedAs ?? "", envelope.reversePath] + envelope.recipients
+        hasher.update(data: Array(head.joined(separator: "\n").utf8) + [0])
+        message.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
     /// Records a refusal as an event (`rejected.policy`, `rejected.auth`, `ratelimit.hit`) and a metric.

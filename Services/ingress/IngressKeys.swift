@@ -82,5 +82,9 @@ enum IngressKeys {
         maxPending.erased, allowNetworks.erased, checkSenderDomain.erased, authFailuresPerIP.erased,
         authFailuresPerLogin.erased, authFailureWindow.erased, stripHeaders.erased, stripReceived.erased,
         receivedShowsClient.erased, StageKeys.redriveAfter.erased,
-    ] + DNSKeys.all
+    ] + [dedupeWindow.erased] + DNSKeys.all
+
+    static let dedupeWindow = ConfigKey.duration(
+        "ingress.dedupe_window", default: "10m", min: .zero, max: .seconds(86400),
+        help: "A submission identical to one accepted within this time (same login, envelope and content) is answered 250 with the first one's id and not stored again: the client is retrying a transaction whose 250 it never saw. 0 = off.")
 }

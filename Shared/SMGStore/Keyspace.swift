@@ -33,4 +33,7 @@ public struct Keyspace: Sendable, Hashable {
     /// ZSET: message id → time (ms) it was quarantined: its record could not be read, so no stage
     /// can work on it; `smgctl queue` shows it, an operator deletes or repairs it.
     public var quarantine: String { "\(prefix)quarantine" }
+    /// STRING (with a time to live): submission fingerprint → id of the message stored for it, so
+    /// a client's retry of a transaction whose 250 it never saw is not stored twice.
+    public func submission(_ fingerprint: String) -> String { "\(prefix)dedupe:\(fingerprint)" }
 }

@@ -3,6 +3,7 @@
 Everything listens on 127.0.0.1 only, on ports the kernel hands out. Every process the harness
 starts is killed when the test ends, also when it fails.
 """
+import asyncio
 import json
 import os
 import shutil
@@ -69,14 +70,17 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self):
+    def start(self, *extra_args, wait=True, timeout=10):
+        """Starts redis-server on the same port and folder (so it loads its AOF); `extra_args` are
+        more redis-server flags (e.g. "--key-load-delay", "20" to make loading take a while)."""
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-             "--logfile", str(self.dir / "redis.log")],
+             "--logfile", str(self.dir / "redis.log"), "--enable-debug-command", "local", *extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redislib.Redis(port=self.port, socket_timeout=1)
-        wait_until(lambda: self._ping(client), 10, what="redis-server to answer")
+        if wait:
+            client = redislib.Redis(port=self.port, socket_timeout=1)
+            wait_until(lambda: self._ping(client), timeout, what="redis-server to answer")
 
     @staticmethod
     def _ping(client):
@@ -92,6 +96,12 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -110,6 +120,8 @@ class Sink:
             self.sink = sink
 
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address.startswith("slow"):
+                await asyncio.sleep(self.sink.slow_seconds)
             if address.startswith("reject"):
                 return "550 5.1.1 No such user"
             if address.startswith("later"):
@@ -118,6 +130,8 @@ class Sink:
             return "250 OK"
 
         async def handle_DATA(self, server, session, envelope):
+            if any(r.startswith("slowdata") for r in envelope.rcpt_tos):
+                await asyncio.sleep(self.sink.slow_seconds)
             with self.sink.lock:
                 self.sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
             return "250 2.0.0 Message accepted"
@@ -125,6 +139,8 @@ class Sink:
     def __init__(self):
         self.lock = threading.Lock()
         self.messages = []
+        # Recipients named slow… wait this long for their RCPT reply, slowdata… for the DATA reply.
+        self.slow_seconds = 2.0
         self.port = free_port()
         self.controller = Controller(Sink.Handler(self), hostname="127.0.0.1", port=self.port,
                                      data_size_limit=200 * 1024 * 1024)
