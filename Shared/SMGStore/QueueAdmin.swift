@@ -362,7 +362,7 @@ public struct QueueAdmin: Sendable {
                 if let reason { change.set["held_reason"] = reason }
                 change.events = [event(EventType.queueHeld, id, item, change, reason: reason, actor: actor)]
                 return change
-            case .held: throw QueueError(code: .alreadyHeld, id: id, message: "is held already (release it first)")
+            case .held: throw QueueError(code: .alreadyHeld, id: id, message: "is already held (release it first)")
             case .quarantined:
                 throw QueueError(code: .quarantined, id: id, message: "is quarantined, not in a stage (release or delete it)")
             case .nowhere: throw finishedOrUnknown(item)
