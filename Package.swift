@@ -118,7 +118,7 @@ let package = Package(
         service("smg-signer", "signer", ["SMGDKIM", "SMGDKIMKeys", "SMGStore"]),
         service("smg-egress-good", "egress-good", ["SMGDelivery", "SMGNDR"]),
         service("smg-egress-bad", "egress-bad", ["SMGDelivery", "SMGNDR"]),
-        service("smgctl", "smgctl", ["SMGStore", "SMGBus", "SMGRedis", "SMGAccounts", "SMGDKIM", "SMGDKIMKeys", "SMGDNS",
+        service("smgctl", "smgctl", ["SMGStore", "SMGNDR", "SMGBus", "SMGRedis", "SMGAccounts", "SMGDKIM", "SMGDKIMKeys", "SMGDNS",
                                      nioSSL, crypto]),
 
         // Benchmarks (run with -c release; see bench/README.md).

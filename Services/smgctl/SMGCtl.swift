@@ -134,18 +134,4 @@ struct Trace: AsyncParsableCommand {
     }
 }
 
-struct Queue: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Show how many messages wait in each stage (pending sets).")
-
-    @OptionGroup var connection: Connection
-
-    func run() async throws {
-        let (redis, keys, _) = try connection.open()
-        let store = MessageStore(redis: redis, keys: keys)
-        for topic in Topic.all {
-            let count = try await store.pendingCount(topic)
-            print("\(topic.padding(toLength: 22, withPad: " ", startingAt: 0)) \(count)")
-        }
-    }
-}
+// `smgctl queue …` lives in QueueCommands.swift.
