@@ -27,8 +27,32 @@ trap cleanup INT TERM EXIT
 
 redis-server "$ROOT/deploy/redis/redis-gateway.conf" --port 6390 --bind 127.0.0.1 --dir "$VAR/redis" \
   --daemonize no --logfile "$VAR/log/redis.log" &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p 6390 ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis_pid=$!
+pids+=("$redis_pid")
+# Ready means PONG: while Redis loads its AOF it answers LOADING (seconds, or minutes for a large
+# queue), and nothing may start before. Bounded by SMG_REDIS_START_TIMEOUT seconds (default 600).
+redis_wait=${SMG_REDIS_START_TIMEOUT:-600}
+redis_start=$SECONDS
+told=""
+while :; do
+  reply=$(redis-cli -p 6390 ping 2>&1 || true)
+  [ "$reply" = "PONG" ] && break
+  if ! kill -0 "$redis_pid" 2>/dev/null; then
+    echo "run-local: redis-server exited; see $VAR/log/redis.log" >&2
+    tail -5 "$VAR/log/redis.log" >&2 || true
+    exit 1
+  fi
+  waited=$((SECONDS - redis_start))
+  if [ "$waited" -ge "$redis_wait" ]; then
+    echo "run-local: Redis not ready after ${redis_wait}s (last reply: $reply); see $VAR/log/redis.log" >&2
+    exit 1
+  fi
+  if [[ "$reply" == LOADING* ]] && { [ -z "$told" ] || [ $((waited % 10)) -eq 0 -a "$told" != "$waited" ]; }; then
+    echo "run-local: Redis is loading its dataset (${waited}s so far, up to ${redis_wait}s)…"
+    told=$waited
+  fi
+  sleep 0.2
+done
 
 # TLS certificate for STARTTLS / implicit TLS (self-signed; production uses a real one).
 if [ ! -s "$VAR/tls/cert.pem" ]; then

@@ -3,6 +3,7 @@ import SMGSync
 import SMGRuntime
 import SMGStore
 import SMGBus
+import SMGRedis
 import SMGAccounts
 import SMGDNS
 import SMGDKIM
@@ -25,6 +26,8 @@ final class IngressDelegate: SMTPServerDelegate {
     let hostname: String
     let allow: NetworkList
     let maxPending: Int
+    let maxMemoryFraction: Double
+    let recorder: EventRecorder
     let redriveAfter: Int
     let maxConnections: Int
     let maxConnectionsPerIP: Int
@@ -35,7 +38,8 @@ final class IngressDelegate: SMTPServerDelegate {
     let authenticator: Authenticator
     let rateLimiter: RateLimiter
     let dns: DNSChecks
-    let pending = Locked(0)
+    /// The latest backpressure sample (see `watchBackpressure`); read by every MAIL, no Redis call.
+    let pressure = Locked(Backpressure())
     let connections = Locked<(total: Int, perIP: [String: Int])>((0, [:]))
     let accepted = Counter(label: "smg_ingress_accepted_total")
     let storeFailures = Counter(label: "smg_ingress_store_failures_total")
@@ -44,8 +48,9 @@ final class IngressDelegate: SMTPServerDelegate {
     let dedupeSeconds: Int
 
     init(process: GatewayProcess, producer: BusPusher, authenticator: Authenticator, rateLimiter: RateLimiter,
-         resolver: DNSResolver) throws {
+         resolver: DNSResolver, recorder: EventRecorder) throws {
         self.process = process
+        self.recorder = recorder
         self.producer = producer
         self.authenticator = authenticator
         self.rateLimiter = rateLimiter
@@ -55,6 +60,7 @@ final class IngressDelegate: SMTPServerDelegate {
         allow = try config.get(IngressKeys.allowNetworks)
         maxPending = try config.get(IngressKeys.maxPending)
         dedupeSeconds = Int(try config.get(IngressKeys.dedupeWindow).components.seconds)
+        maxMemoryFraction = try config.get(IngressKeys.maxRedisMemoryFraction)
         redriveAfter = try config.get(StageKeys.redriveAfter).milliseconds
         maxConnections = try config.get(IngressKeys.maxConnections)
         maxConnectionsPerIP = try config.get(IngressKeys.maxConnectionsPerIP)
@@ -77,20 +83,20 @@ final class IngressDelegate: SMTPServerDelegate {
             return (state.total, state.perIP[ip]!)
         }
         guard allow.contains(ip) else {
-            await refuse(session, Refusal(reply: SMTPReply(code: 554, enhanced: "5.7.1", "Access denied"),
+            refuse(session, Refusal(reply: SMTPReply(code: 554, enhanced: "5.7.1", "Access denied"),
                                           reason: "client network not allowed on this listener"))
             return SMTPReply(code: 554, enhanced: "5.7.1", "Access denied")
         }
         if total > maxConnections {
             let refusal = Refusal(reply: SMTPReply(code: 421, enhanced: "4.7.0", "\(hostname) Too many connections, try again later"),
                                   reason: "global connection limit")
-            await refuse(session, refusal)
+            refuse(session, refusal)
             return refusal.reply
         }
         if fromIP > maxConnectionsPerIP {
             let refusal = Refusal(reply: SMTPReply(code: 421, enhanced: "4.7.0", "\(hostname) Too many connections from your host"),
                                   reason: "per-IP connection limit")
-            await refuse(session, refusal)
+            refuse(session, refusal)
             return refusal.reply
         }
         return nil
@@ -117,12 +123,12 @@ final class IngressDelegate: SMTPServerDelegate {
                                                                  "client": .string(ip), "session": .string(session.id)])
                 return nil
             case .failure:
-                await refuse(session, Refusal(reply: SMTPReply(.authFailed), reason: "wrong credentials",
+                refuse(session, Refusal(reply: SMTPReply(.authFailed), reason: "wrong credentials",
                                               eventType: "rejected.auth"), login: username)
                 return SMTPReply(.authFailed)
             case .throttled:
                 let reply = SMTPReply(code: 454, enhanced: "4.7.0", "Too many failed logins, try again later")
-                await refuse(session, Refusal(reply: reply, reason: "too many failed logins", eventType: "rejected.auth"),
+                refuse(session, Refusal(reply: reply, reason: "too many failed logins", eventType: "rejected.auth"),
                              login: username)
                 return reply
             }
@@ -135,14 +141,16 @@ final class IngressDelegate: SMTPServerDelegate {
     // MARK: MAIL (R2, R4, R5, R6, R7)
 
     func mailFrom(_ session: SMTPSessionInfo, reversePath: String, parameters: [String: String]) async -> SMTPReply? {
-        if pending.withLock({ $0 }) > maxPending {
-            return SMTPReply(code: 451, enhanced: "4.3.2", "System busy, try again later")
+        if let busy = pressure.withLock({ $0.refusal(maxPending: maxPending, maxMemoryFraction: maxMemoryFraction) }) {
+            // Only a metric: writing an event per refused MAIL would add to the load being shed.
+            Counter(label: "smg_ingress_refused_total", dimensions: [("reason", busy.reason)]).increment()
+            return busy.reply
         }
         do {
             try await checkSender(session, reversePath: reversePath, size: parameters["SIZE"].flatMap { Int($0) })
             return nil
         } catch let refusal as Refusal {
-            await refuse(session, refusal, login: session.authenticatedAs, sender: reversePath)
+            refuse(session, refusal, login: session.authenticatedAs, sender: reversePath)
             return refusal.reply
         } catch {
             process.logger.error("policy check failed", metadata: ["error": "\(error)"])
@@ -184,14 +192,19 @@ final class IngressDelegate: SMTPServerDelegate {
         }
         guard let (_, customer) = found else { return Refusal.accountUnavailable().reply }
         if let limit = customer.maxRecipients, envelope.recipients.count >= limit {
-            await refuse(session, Refusal.tooManyRecipients(), login: login, sender: envelope.reversePath)
+            refuse(session, Refusal.tooManyRecipients(), login: login, sender: envelope.reversePath)
             return Refusal.tooManyRecipients().reply
         }
         return nil
     }
 
     func commandRefused(_ session: SMTPSessionInfo, reason: String, reply: SMTPReply) async {
-        await refuse(session, Refusal(reply: reply, reason: reason), login: session.authenticatedAs)
+        refuse(session, Refusal(reply: reply, reason: reason), login: session.authenticatedAs)
+    }
+
+    /// Protocol-level refusals arrive here on the event loop; `refuse` only queues the event.
+    func protocolRefusal(_ session: SMTPSessionInfo, reason: String, reply: SMTPReply) {
+        refuse(session, Refusal(reply: reply, reason: reason), login: session.authenticatedAs)
     }
 
     // MARK: DATA: durable accept
@@ -203,7 +216,7 @@ final class IngressDelegate: SMTPServerDelegate {
                 return Refusal.temporary("customer lookup failed").reply
             }
             if let limit = customer.maxMessageSize, message.readableBytes > limit {
-                await refuse(session, Refusal.tooBig(), login: login, sender: envelope.reversePath)
+                refuse(session, Refusal.tooBig(), login: login, sender: envelope.reversePath)
                 return Refusal.tooBig().reply
             }
             // R5 for the header too: every From must be the customer's, or the signer would put
@@ -211,7 +224,7 @@ final class IngressDelegate: SMTPServerDelegate {
             let fromDomains = DKIMMessage(Array(message.readableBytesView)).fromDomains
             let owned = { (domain: String?) in domain.map { customer.ownsSender("x@" + $0) } ?? false }
             if fromDomains.isEmpty || !fromDomains.allSatisfy(owned) {
-                await refuse(session, Refusal.fromNotOwned(), login: login, sender: envelope.reversePath)
+                refuse(session, Refusal.fromNotOwned(), login: login, sender: envelope.reversePath)
                 return Refusal.fromNotOwned().reply
             }
             customerID = customer.id
@@ -273,7 +286,8 @@ final class IngressDelegate: SMTPServerDelegate {
     }
 
     /// Records a refusal as an event (`rejected.policy`, `rejected.auth`, `ratelimit.hit`) and a metric.
-    func refuse(_ session: SMTPSessionInfo, _ refusal: Refusal, login: String? = nil, sender: String? = nil) async {
+    /// Never waits: the event goes to the bounded `recorder` (dropped and counted when it is full).
+    func refuse(_ session: SMTPSessionInfo, _ refusal: Refusal, login: String? = nil, sender: String? = nil) {
         Counter(label: "smg_ingress_refused_total", dimensions: [("reason", refusal.reason)]).increment()
         var facts: [String: JSONValue] = [
             "client": .string(session.remoteAddress?.ipAddress ?? ""), "reason": .string(refusal.reason),
@@ -283,7 +297,7 @@ final class IngressDelegate: SMTPServerDelegate {
         if let sender { facts["sender"] = .string(sender) }
         process.logger.notice("refused", metadata: ["reason": .string(refusal.reason), "session": .string(session.id),
                                                     "reply": .string(refusal.reply.description)])
-        try? await process.record([process.event(refusal.eventType, id: nil, facts: facts)])
+        recorder.record(process.event(refusal.eventType, id: nil, facts: facts))
     }
 
     /// Our Received header. It names the customer's HELO but not its IP address (R8: the
@@ -301,12 +315,50 @@ final class IngressDelegate: SMTPServerDelegate {
         return "Received: \(from)by \(hostname) (smg-ingress) with \(with) id \(id)\(forClause);\r\n\t\(Timestamp.rfc5322(date))\r\n"
     }
 
-    /// Keeps the backpressure figure fresh without a Redis call per MAIL command.
-    func watchPending() async {
+    /// Keeps the backpressure figures fresh without a Redis call per MAIL command: every 250 ms
+    /// one pipeline reads the size of every stage's pending set and `INFO memory`. While Redis
+    /// cannot be read the last sample stays (a store that fails answers 451 by itself).
+    func watchBackpressure() async {
+        let keys = process.store.keys
+        let commands: [[RedisArg]] = Topic.all.map { ["ZCARD", RedisArg(keys.pending($0))] } + [["INFO", "memory"]]
         while !Task.isCancelled {
-            if let count = try? await process.store.pendingCount(Topic.accepted) { pending.withLock { $0 = count } }
-            try? await Task.sleep(for: .milliseconds(500))
+            if let replies = try? await process.redis.pipeline(commands), replies.count == commands.count {
+                let pending = replies.prefix(Topic.all.count).reduce(0) { $0 + Int($1.int ?? 0) }
+                let memory = replies.last?.string.map(Backpressure.parseMemory) ?? nil
+                pressure.withLock { p in
+                    p.pending = pending
+                    if let memory { (p.usedMemory, p.maxMemory) = memory }
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(250))
         }
+    }
+}
+
+/// The last sample of what the pipeline holds: pending messages over all stages and Redis memory.
+struct Backpressure: Sendable {
+    var pending = 0
+    var usedMemory = 0
+    var maxMemory = 0
+
+    /// Why MAIL must wait now, or nil.
+    func refusal(maxPending: Int, maxMemoryFraction: Double) -> Refusal? {
+        if pending > maxPending { return .busy("more than \(maxPending) messages pending in the pipeline") }
+        if maxMemory > 0, Double(usedMemory) > Double(maxMemory) * maxMemoryFraction {
+            return .busy("redis memory above \(maxMemoryFraction) of maxmemory")
+        }
+        return nil
+    }
+
+    /// `used_memory` and `maxmemory` from an `INFO memory` reply.
+    static func parseMemory(_ info: String) -> (Int, Int)? {
+        var used: Int?, max: Int?
+        for line in info.split(whereSeparator: \.isNewline) {
+            if line.hasPrefix("used_memory:") { used = Int(line.dropFirst("used_memory:".count)) }
+            else if line.hasPrefix("maxmemory:") { max = Int(line.dropFirst("maxmemory:".count)) }
+        }
+        guard let used, let max else { return nil }
+        return (used, max)
     }
 }
 
@@ -333,7 +385,7 @@ struct IngressService: Service {
             ])
             servers.append(server)
         }
-        let watcher = Task { await delegate.watchPending() }
+        let watcher = Task { await delegate.watchBackpressure() }
         try? await gracefulShutdown()
         watcher.cancel()
         for server in servers { try await server.close() }

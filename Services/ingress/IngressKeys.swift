@@ -47,7 +47,19 @@ enum IngressKeys {
         help: "Simultaneous connections from one client IP (R3); more get 421 4.7.0.")
     static let maxPending = ConfigKey<Int>.int(
         "ingress.max_pending", default: 100_000, range: 1...100_000_000,
-        help: "Backpressure: while more messages than this wait for the scanners, MAIL gets 451 4.3.2.")
+        help: "Backpressure: while more messages than this wait in all stages together (accepted, scanned, classified, outbound good and bad), MAIL gets 451 4.3.2.")
+    static let maxRedisMemoryFraction = ConfigKey<Double>(
+        "ingress.max_redis_memory_fraction", default: "0.85", kind: "number 0.05...1.0",
+        help: "Backpressure: while Redis uses more than this fraction of its maxmemory (INFO memory, sampled every 250 ms), MAIL gets 451 4.3.2; with maxmemory 0 only ingress.max_pending applies.") { text in
+        guard let v = Double(text.trimmingCharacters(in: .whitespaces)), v.isFinite else {
+            return .failure("\"\(text)\" is not a number")
+        }
+        guard v >= 0.05, v <= 1.0 else { return .failure("\(v) is out of range 0.05...1.0") }
+        return .success(v)
+    }
+    static let maxInflightBytes = ConfigKey<Int>.size(
+        "ingress.max_inflight_bytes", default: "512M", range: 65536...(1 << 40),
+        help: "Bytes of DATA all sessions of this process may buffer together; a transaction beyond it gets 452 4.3.1 (at DATA if its SIZE says so, else at the final dot) and the session stays usable.")
     static let allowNetworks = ConfigKey<NetworkList>(
         "ingress.allow_networks", default: "127.0.0.0/8,::1/128", kind: "list of CIDR networks",
         help: "Listener-wide allowlist: clients from other networks get 554 5.7.1 at connect.") { text in
@@ -79,7 +91,7 @@ enum IngressKeys {
         listen.erased, implicitTLSListen.erased, hostname.erased, tlsCertificate.erased, tlsKey.erased,
         requireAuth.erased, allowPlaintextAuth.erased, maxMessageSize.erased, maxRecipients.erased, maxCommands.erased,
         maxErrors.erased, commandTimeout.erased, dataTimeout.erased, maxDataTime.erased, maxConnections.erased, maxConnectionsPerIP.erased,
-        maxPending.erased, allowNetworks.erased, checkSenderDomain.erased, authFailuresPerIP.erased,
+        maxPending.erased, maxRedisMemoryFraction.erased, maxInflightBytes.erased, allowNetworks.erased, checkSenderDomain.erased, authFailuresPerIP.erased,
         authFailuresPerLogin.erased, authFailureWindow.erased, stripHeaders.erased, stripReceived.erased,
         receivedShowsClient.erased, StageKeys.redriveAfter.erased,
     ] + [dedupeWindow.erased] + DNSKeys.all

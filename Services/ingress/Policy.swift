@@ -46,6 +46,10 @@ struct Refusal: Error {
     static func accountUnavailable() -> Refusal {
         Refusal(reply: SMTPReply(code: 530, enhanced: "5.7.0", "Authentication required"), reason: "account or customer disabled")
     }
+    /// Backpressure (pending mail across the stages, Redis memory): 451 4.3.2, nothing recorded per message.
+    static func busy(_ why: String) -> Refusal {
+        Refusal(reply: SMTPReply(.systemBusy), reason: why)
+    }
     static func temporary(_ why: String) -> Refusal {
         Refusal(reply: SMTPReply(code: 451, enhanced: "4.3.0", "Temporary failure, try again later"), reason: why)
     }

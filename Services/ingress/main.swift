@@ -18,9 +18,11 @@ await ServiceMain.run(program: "smg-ingress", keys: IngressKeys.all) { process i
                                 maxPerIP: try config.get(IngressKeys.authFailuresPerIP),
                                 maxPerLogin: try config.get(IngressKeys.authFailuresPerLogin), windowSeconds: max(1, window))
     let authenticator = Authenticator(store: accounts, hasher: PasswordHasher(), throttle: throttle)
+    // Refusal events go through one bounded buffer and one writer (never a task per refusal).
+    let recorder = EventRecorder(process: process)
     let delegate = try IngressDelegate(process: process, producer: producer, authenticator: authenticator,
                                        rateLimiter: RateLimiter(redis: process.redis, keys: process.store.keys),
-                                       resolver: try process.makeResolver())
+                                       resolver: try process.makeResolver(), recorder: recorder)
 
     var smtp = SMTPServerConfiguration(hostname: try config.get(IngressKeys.hostname))
     smtp.maxMessageSize = try config.get(IngressKeys.maxMessageSize)
@@ -34,6 +36,8 @@ await ServiceMain.run(program: "smg-ingress", keys: IngressKeys.all) { process i
     smtp.authMechanisms = ["PLAIN", "LOGIN"]
     smtp.allowPlaintextAuth = try config.get(IngressKeys.allowPlaintextAuth)
     smtp.requireAuth = try config.get(IngressKeys.requireAuth)
+    // One budget for all listeners of this process: DATA buffered by all sessions together.
+    smtp.inflightBudget = SMTPByteBudget(limit: try config.get(IngressKeys.maxInflightBytes))
 
     let (host, port) = HostPort.parse(try config.get(IngressKeys.listen))!
     var listeners = [IngressService.Listener(host: host, port: port, configuration: smtp)]
@@ -48,7 +52,7 @@ await ServiceMain.run(program: "smg-ingress", keys: IngressKeys.all) { process i
         implicitConfiguration.implicitTLS = true
         listeners.append(.init(host: h, port: p, configuration: implicitConfiguration))
     }
-    try await process.run([IngressService(process: process, delegate: delegate, listeners: listeners)])
+    try await process.run([recorder, IngressService(process: process, delegate: delegate, listeners: listeners)])
 }
 
 /// The TLS context from PEM files; nil when no certificate is configured. TLS 1.2 at least.

@@ -26,6 +26,9 @@ enum ScannerKeys {
     static let timeout = ConfigKey.duration(
         "scanner.timeout", default: "120s", min: .milliseconds(1), max: .seconds(3600),
         help: "Longest time one engine may take for a message; past it the message is held and retried (fail closed).")
+    static let scanSlots = ConfigKey<Int>.int(
+        "scanner.clamav.scan_slots", default: 0, range: 0...1024,
+        help: "ClamAV scans that may run at once in this process (0 = number of CPU cores). A timed-out scan keeps its slot until libclamav returns; a scan finding no free slot within scanner.timeout is retried later.")
     static let yaraRules = ConfigKey<String>.string(
         "scanner.yara.rules", default: "/etc/smg/yara/smg.yar",
         help: "YARA rule file compiled at start (the project ships deploy/scanner/yara/smg.yar).")
@@ -40,7 +43,7 @@ enum ScannerKeys {
 
     static let all: [AnyConfigKey] = [
         database.erased, reloadInterval.erased, maxScanSize.erased, maxFileSize.erased, maxRecursion.erased,
-        maxFiles.erased, blockLimitsExceeded.erased, timeout.erased, yaraRules.erased, mimeMaxDepth.erased,
+        maxFiles.erased, blockLimitsExceeded.erased, timeout.erased, scanSlots.erased, yaraRules.erased, mimeMaxDepth.erased,
         mimeMaxParts.erased, mimeMaxDecoded.erased,
     ]
 }

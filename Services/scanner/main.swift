@@ -19,7 +19,8 @@ await ServiceMain.run(program: "smg-scanner", keys: StageKeys.all + ScannerKeys.
         maxFiles: UInt32(try config.get(ScannerKeys.maxFiles)))
     let timeout = try config.get(ScannerKeys.timeout)
     let clamav = ClamAVService(databaseDirectory: try config.get(ScannerKeys.database), limits: limits,
-                               timeout: timeout, logger: process.logger)
+                               timeout: timeout, slots: try config.get(ScannerKeys.scanSlots),
+                               logger: process.logger)
     // Without signatures the scanner still runs, but holds every message until they load (fail closed).
     await clamav.reloadIfChanged()
     let rulesFile = try config.get(ScannerKeys.yaraRules)

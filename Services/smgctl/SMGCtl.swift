@@ -32,7 +32,37 @@ struct Connection: ParsableArguments {
             throw ValidationError("--redis: \(error)")
         }
         let keys = Keyspace(prefix: prefix ?? env["SMG_REDIS_KEY_PREFIX"] ?? "smg:")
-        return (RedisClient(endpoint: endpoint, poolSize: 1, timeout: .seconds(3), logger: logger), keys, logger)
+        // A Redis that is still loading its AOF (after a restart: seconds to minutes) answers
+        // LOADING; that and a refused connect mean "not executed", so wait for it, saying so once.
+        let told = NSLockedFlag()
+        let wait = Self.transientWait
+        let client = RedisClient(
+            endpoint: endpoint, poolSize: 1, timeout: .seconds(3), transientRetry: wait,
+            onTransientError: { error in
+                guard told.setFirstTime() else { return }
+                let why = error.serverErrorPrefix == "LOADING" ? "Redis is loading its dataset"
+                    : "Redis is not ready (\(error.message))"
+                FileHandle.standardError.write(Data("smgctl: \(why); waiting up to \(wait)…\n".utf8))
+            },
+            logger: logger)
+        return (client, keys, logger)
+    }
+
+    /// How long smgctl waits for a Redis that is loading, busy or not (yet) accepting connections.
+    static let transientWait = Duration.seconds(60)
+}
+
+/// A flag that is set once, from any thread.
+final class NSLockedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var set = false
+
+    /// True for the first caller only.
+    func setFirstTime() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        defer { set = true }
+        return !set
     }
 }
 

@@ -13,6 +13,8 @@ public struct ClamAVError: Error, CustomStringConvertible, Sendable {
         public static let scanFailed = Code(name: "scan failed")
         public static let noEngine = Code(name: "no engine loaded")
         public static let timeout = Code(name: "scan timed out")
+        /// Every scan slot is taken (see `ClamAVService.slots`); temporary.
+        public static let busy = Code(name: "all scan slots busy")
         public var description: String { name }
     }
     public var code: Code

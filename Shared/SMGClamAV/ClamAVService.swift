@@ -7,6 +7,11 @@ import Foundation
 /// - Scans run on a dedicated concurrent `DispatchQueue` (never on Swift's cooperative pool),
 ///   bridged with continuations; a scan that outlives `timeout` fails with `.timeout` (its
 ///   thread finishes in the background and its result is dropped).
+/// - At most `slots` scans run at once. A scan takes a slot before it starts and gives it back
+///   only when libclamav really returned — not when the caller stopped waiting — so retries of
+///   timed-out messages cannot pile up scans that still run (and their threads and memory).
+///   A scan that finds no free slot waits for one, first come first served, for at most
+///   `timeout`; then it fails with `.busy` (temporary: the message is retried later).
 /// - `reloadIfChanged()` builds a new engine when the signature folder changed (or none is
 ///   loaded yet), off the pool, then swaps it in. Scans in flight keep the old engine alive
 ///   until they finish; it is freed with its last reference. No message is dropped.
@@ -15,18 +20,28 @@ public final class ClamAVService: Sendable {
     public let databaseDirectory: String
     public let limits: ClamAVLimits
     public let timeout: Duration
+    /// Scans that may run at once (each holds one thread while libclamav works).
+    public let slots: Int
+    let slotPool: ScanSlots
     let logger: Logger
     let queue = DispatchQueue(label: "smg.clamav.scan", qos: .userInitiated, attributes: .concurrent)
     let loadQueue = DispatchQueue(label: "smg.clamav.load")
     let state = Locked<(engine: ClamAVEngine?, fingerprint: String?, lastError: String?)>((nil, nil, nil))
 
+    /// - Parameter slots: concurrent scans; 0 or less = the number of active processor cores.
     public init(databaseDirectory: String, limits: ClamAVLimits = ClamAVLimits(), timeout: Duration = .seconds(60),
-                logger: Logger) {
+                slots: Int = 0, logger: Logger) {
         self.databaseDirectory = databaseDirectory
         self.limits = limits
         self.timeout = timeout
+        self.slots = slots > 0 ? slots : max(1, ProcessInfo.processInfo.activeProcessorCount)
+        self.slotPool = ScanSlots(count: self.slots)
         self.logger = logger
     }
+
+    /// Slots occupied right now: scans running in libclamav, including timed-out ones that
+    /// have not returned yet.
+    public var busySlots: Int { slotPool.busy }
 
     /// The engine scans use now (nil before the first successful load).
     public var engine: ClamAVEngine? { state.withLock { $0.engine } }
@@ -79,13 +94,22 @@ public final class ClamAVService: Sendable {
 
     /// Scans `bytes` with the current engine on the scan queue. Throws `ClamAVError` for no
     /// engine, an engine error or a timeout: the caller must not treat that as clean.
-    public func scan(_ bytes: [UInt8], name: String? = nil) async throws -> (ClamAVVerdict, ClamAVEngine) {
+    /// `timeout` overrides the service's for this scan (it bounds the wait for a slot plus the scan).
+    public func scan(_ bytes: [UInt8], name: String? = nil,
+                     timeout: Duration? = nil) async throws -> (ClamAVVerdict, ClamAVEngine) {
+        let timeout = timeout ?? self.timeout
         let (engine, lastError) = state.withLock { ($0.engine, $0.lastError) }
         guard let engine else {
             throw ClamAVError(code: .noEngine, message: lastError ?? "signatures not loaded yet")
         }
-        let verdict = try await Self.run(on: queue, timeout: timeout, what: "clamav scan") {
-            try engine.scan(bytes, name: name)
+        let started = ContinuousClock.now
+        try await slotPool.acquire(within: timeout)
+        let slotPool = self.slotPool
+        let left = timeout - (ContinuousClock.now - started)
+        let verdict = try await Self.run(on: queue, timeout: max(left, .milliseconds(1)), what: "clamav scan") {
+            // The slot is returned when libclamav returns, also after the caller timed out.
+            defer { slotPool.release() }
+            return try engine.scan(bytes, name: name)
         }
         return (verdict, engine)
     }
@@ -106,5 +130,63 @@ public final class ClamAVService: Sendable {
                     throwing: ClamAVError(code: .timeout, message: "\(what) took longer than \(timeout)"))
             }
         }
+    }
+}
+
+/// A counting semaphore for scans with FIFO waiters and a bounded wait. Thread-safe.
+final class ScanSlots: Sendable {
+    private struct State {
+        var free: Int
+        var busy = 0
+        var nextTicket: UInt64 = 0
+        var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+    }
+    private let state: Locked<State>
+
+    init(count: Int) {
+        state = Locked(State(free: count))
+    }
+
+    var busy: Int { state.withLock { $0.busy } }
+
+    /// Takes a slot, waiting at most `limit` for one; throws `ClamAVError(.busy)` after that.
+    func acquire(within limit: Duration) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            // Check and enqueue under one lock, so a release in between cannot be missed.
+            let ticket: UInt64? = state.withLock { s in
+                if s.free > 0, s.waiters.isEmpty {
+                    s.free -= 1
+                    s.busy += 1
+                    return nil
+                }
+                s.nextTicket += 1
+                s.waiters.append((s.nextTicket, continuation))
+                return s.nextTicket
+            }
+            guard let ticket else {
+                continuation.resume()
+                return
+            }
+            let seconds = Double(limit.components.seconds) + Double(limit.components.attoseconds) / 1e18
+            DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [state] in
+                let expired = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+                    guard let i = s.waiters.firstIndex(where: { $0.ticket == ticket }) else { return nil }
+                    return s.waiters.remove(at: i).continuation
+                }
+                expired?.resume(throwing: ClamAVError(
+                    code: .busy, message: "no scan slot free within \(limit) (all busy, some may be timed-out scans still running)"))
+            }
+        }
+    }
+
+    /// Gives a slot back: to the first waiter, or to the pool.
+    func release() {
+        let next = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+            if !s.waiters.isEmpty { return s.waiters.removeFirst().continuation }  // the slot passes on: busy unchanged
+            s.busy -= 1
+            s.free += 1
+            return nil
+        }
+        next?.resume()
     }
 }

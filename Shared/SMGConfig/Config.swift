@@ -6,7 +6,8 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
     public var key: String
     public var source: String
     public var problem: String
-    public var description: String { "config error: \(key) (\(source)): \(problem)" }
+    /// Passwords inside URLs never appear (see `Config.redact`).
+    public var description: String { "config error: \(key) (\(source)): \(Config.redact(problem))" }
 
     public init(key: String, source: String, problem: String) {
         self.key = key
@@ -29,20 +30,30 @@ public struct ConfigKey<Value: Sendable>: Sendable {
     public let defaultText: String
     public let help: String
     public let kind: String
+    /// The value is a secret (a password, a key): it is shown as `***` in logs,
+    /// `--check-config` output and error messages. (Passwords inside URLs are redacted for
+    /// every key anyway, see `Config.redact`.)
+    public let isSecret: Bool
     let parse: @Sendable (String) -> Result<Value, ConfigProblem>
 
-    public init(_ name: String, default defaultText: String, kind: String, help: String,
+    public init(_ name: String, default defaultText: String, kind: String, help: String, secret: Bool = false,
                 parse: @escaping @Sendable (String) -> Result<Value, ConfigProblem>) {
         self.name = name
         self.defaultText = defaultText
         self.kind = kind
         self.help = help
+        self.isSecret = secret
         self.parse = parse
+    }
+
+    /// The same key, marked secret.
+    public func secret() -> ConfigKey<Value> {
+        ConfigKey(name, default: defaultText, kind: kind, help: help, secret: true, parse: parse)
     }
 
     public var environmentName: String { Config.environmentName(of: name) }
     public var erased: AnyConfigKey {
-        AnyConfigKey(name: name, defaultText: defaultText, kind: kind, help: help, isMap: false,
+        AnyConfigKey(name: name, defaultText: defaultText, kind: kind, help: help, isMap: false, isSecret: isSecret,
                      validate: { text in
                          if case .failure(let problem) = self.parse(text) { return problem.description }
                          return nil
@@ -57,7 +68,19 @@ public struct AnyConfigKey: Sendable {
     public let kind: String
     public let help: String
     public let isMap: Bool
+    public var isSecret: Bool = false
     let validate: @Sendable (String) -> String?
+
+    init(name: String, defaultText: String, kind: String, help: String, isMap: Bool, isSecret: Bool = false,
+         validate: @escaping @Sendable (String) -> String?) {
+        self.name = name
+        self.defaultText = defaultText
+        self.kind = kind
+        self.help = help
+        self.isMap = isMap
+        self.isSecret = isSecret
+        self.validate = validate
+    }
 }
 
 /// A key whose value is a mapping (e.g. the route table `domain → host:port`).
@@ -130,9 +153,40 @@ public struct Config: Sendable {
         for key in keys where !key.isMap {
             let (text, source) = values[key.name] ?? (key.defaultText, "default")
             if let problem = key.validate(text) {
-                throw ConfigError(key: key.name, source: source, problem: problem)
+                throw ConfigError(key: key.name, source: source, problem: Self.redact(problem, secret: key.isSecret ? text : nil))
             }
         }
+    }
+
+    /// Text safe to log: passwords in URLs (`scheme://user:password@host`) become `***`
+    /// (`redis://:***@host:6379/0`), and so does every occurrence of `secret` if given.
+    public static func redact(_ text: String, secret: String? = nil) -> String {
+        var out = text
+        if let secret, !secret.isEmpty { out = out.replacingOccurrences(of: secret, with: "***") }
+        // scheme://[user]:password@ → scheme://[user]:***@ (the password may not contain '@' unescaped).
+        var result = ""
+        var rest = Substring(out)
+        while let schemeEnd = rest.range(of: "://") {
+            result += rest[..<schemeEnd.upperBound]
+            rest = rest[schemeEnd.upperBound...]
+            let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" || $0 == " " || $0 == "\"" || $0 == "\n" })
+                ?? rest.endIndex
+            let authority = rest[..<authorityEnd]
+            if let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") {
+                result += authority[...colon] + "***" + authority[at...]
+            } else {
+                result += authority
+            }
+            rest = rest[authorityEnd...]
+        }
+        result += rest
+        // unix:///path?password=P
+        if let range = result.range(of: "password=") {
+            let end = result[range.upperBound...].firstIndex(where: { $0 == "&" || $0 == " " || $0 == "\"" || $0 == "\n" })
+                ?? result.endIndex
+            if range.upperBound < end { result.replaceSubrange(range.upperBound..<end, with: "***") }
+        }
+        return result
     }
 
     private mutating func flatten(_ mapping: Node.Mapping, prefix: String, known: [String: AnyConfigKey],
@@ -179,7 +233,9 @@ public struct Config: Sendable {
         let (text, source) = values[key.name] ?? (key.defaultText, "default")
         switch key.parse(text) {
         case .success(let v): return v
-        case .failure(let problem): throw ConfigError(key: key.name, source: source, problem: problem.description)
+        case .failure(let problem):
+            throw ConfigError(key: key.name, source: source,
+                              problem: Self.redact(problem.description, secret: key.isSecret ? text : nil))
         }
     }
 
@@ -192,15 +248,25 @@ public struct Config: Sendable {
         }.joined(separator: "\n\n") + "\n"
     }
 
-    /// The effective values (`postconf -n` style), for logs at start-up.
-    public func effective() -> [String: String] {
+    /// The effective values (`postconf -n` style), for logs at start-up and `--check-config`.
+    /// Secrets are redacted (secret keys as `***`, passwords inside URLs) unless
+    /// `revealingSecrets` is true.
+    public func effective(revealingSecrets: Bool = false) -> [String: String] {
         var out: [String: String] = [:]
         for key in keys {
+            let text: String
             if key.isMap {
-                out[key.name] = (maps[key.name]?.map ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+                text = (maps[key.name]?.map ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
                     .joined(separator: ";")
             } else {
-                out[key.name] = values[key.name]?.text ?? key.defaultText
+                text = values[key.name]?.text ?? key.defaultText
+            }
+            if revealingSecrets {
+                out[key.name] = text
+            } else if key.isSecret {
+                out[key.name] = text.isEmpty ? "" : "***"
+            } else {
+                out[key.name] = Self.redact(text)
             }
         }
         return out
@@ -210,9 +276,9 @@ public struct Config: Sendable {
 // MARK: - Key constructors with bounds
 
 extension ConfigKey where Value == String {
-    public static func string(_ name: String, default d: String, help: String,
+    public static func string(_ name: String, default d: String, help: String, secret: Bool = false,
                               validate: (@Sendable (String) -> String?)? = nil) -> ConfigKey<String> {
-        ConfigKey(name, default: d, kind: "string", help: help) { text in
+        ConfigKey(name, default: d, kind: "string", help: help, secret: secret) { text in
             if let problem = validate?(text) { return .failure(ConfigProblem(problem)) }
             return .success(text)
         }

@@ -27,14 +27,29 @@ internal import Dispatch
 /// beyond that a command fails at once with `RedisError(.overloaded)` instead of growing
 /// memory without bound.
 ///
-/// **Cancellation** is checked before a command is queued; a queued or running command is
-/// not interrupted (it ends within `timeout`).
+/// **Transient errors.** With `transientRetry` > 0 a command that Redis certainly did not
+/// execute (`RedisError.isRetryableWithoutEffect`: `LOADING`, `BUSY`, `MASTERDOWN`,
+/// `TRYAGAIN`, or a failed connect before anything was written) is sent again after 50 ms,
+/// 100 ms, … at most 500 ms apart, until `transientRetry` has passed; then the last error
+/// is thrown. A pipeline is retried only when *every* reply is such an error. A timeout or a
+/// connection lost after writing is never retried. With `transientRetry == .zero` (the
+/// default) every error is thrown at once, as before.
+///
+/// **Health.** `health` tells, without a round trip, when the last reply came and since when
+/// commands have been failing (connection, timeout or a transient error reply): `/healthz`
+/// can say "Redis unreachable for longer than X" cheaply.
+///
+/// **Cancellation** is checked before a command is queued and during retry pauses; a queued
+/// or running command is not interrupted (it ends within `timeout`).
 public final class RedisClient: Sendable {
     public let endpoint: RedisEndpoint
     public let poolSize: Int
     public let timeout: Duration
     /// Upper bound on commands queued (running + waiting) per slot.
     public let maxWaitingPerSlot: Int
+    /// How long a command that Redis certainly did not execute is retried (zero: never).
+    public let transientRetry: Duration
+    private let onTransientError: (@Sendable (RedisError) -> Void)?
     private let logger: Logger
     private let slots: [Slot]
     private let state: Locked<State>
@@ -42,15 +57,24 @@ public final class RedisClient: Sendable {
     private struct State {
         var closed = false
         var inFlight: [Int]
+        var health = RedisHealth()
     }
 
+    /// - Parameters:
+    ///   - transientRetry: retry commands that certainly did not run for up to this long (see
+    ///     the type's documentation); zero = fail fast.
+    ///   - onTransientError: called (on any thread, must not block) before each such retry,
+    ///     e.g. to tell a user once that Redis is still loading.
     public init(endpoint: RedisEndpoint, poolSize: Int = 4, timeout: Duration = .seconds(2),
-                maxWaitingPerSlot: Int = 10_000, logger: Logger) {
+                maxWaitingPerSlot: Int = 10_000, transientRetry: Duration = .zero,
+                onTransientError: (@Sendable (RedisError) -> Void)? = nil, logger: Logger) {
         precondition(poolSize >= 1, "poolSize must be at least 1")
         self.endpoint = endpoint
         self.poolSize = poolSize
         self.timeout = timeout
         self.maxWaitingPerSlot = maxWaitingPerSlot
+        self.transientRetry = max(.zero, transientRetry)
+        self.onTransientError = onTransientError
         self.logger = logger
         self.slots = (0..<poolSize).map { Slot(index: $0) }
         self.state = Locked(State(inFlight: Array(repeating: 0, count: poolSize)))
@@ -69,14 +93,29 @@ public final class RedisClient: Sendable {
 
     /// Sends one command. Error replies throw `RedisError(.server)`.
     public func command(_ args: [RedisArg]) async throws -> RedisValue {
-        try await withConnection { try $0.command(args) }
+        try await retrying { try await self.withConnection { try $0.command(args) } }
     }
 
     /// Sends the commands in one write on one connection and returns one reply per command.
     /// Error replies are returned as `.error` in place; only connection failures throw.
+    /// With `transientRetry`, a pipeline whose every reply is a transient error (`LOADING`…)
+    /// is sent again; if that keeps happening, those replies are returned.
     public func pipeline(_ commands: [[RedisArg]]) async throws -> [RedisValue] {
-        try await withConnection { try $0.pipeline(commands) }
+        try await retrying(
+            { try await self.withConnection { try $0.pipeline(commands) } },
+            transientResult: { replies in
+                guard let first = replies.first, case .error(let message) = first else { return nil }
+                let error = RedisError(.server, message)
+                guard error.isRetryableWithoutEffect else { return nil }
+                for reply in replies {
+                    guard case .error(let m) = reply, RedisError(.server, m).isRetryableWithoutEffect else { return nil }
+                }
+                return error
+            })
     }
+
+    /// When the last reply came and since when commands fail. Cheap (one lock), no I/O.
+    public var health: RedisHealth { state.withLock { $0.health } }
 
     /// Runs a Lua script by `EVALSHA`; if the server does not know the script (`NOSCRIPT`,
     /// e.g. after a restart or `SCRIPT FLUSH`) it falls back to `EVAL`, which also loads it,
@@ -84,14 +123,14 @@ public final class RedisClient: Sendable {
     public func eval(_ script: RedisScript, keys: [RedisArg], args: [RedisArg]) async throws -> RedisValue {
         let tail: [RedisArg] = [RedisArg(keys.count)] + keys + args
         let logger = self.logger
-        return try await withConnection { conn in
+        return try await retrying { try await self.withConnection { conn in
             do {
                 return try conn.command(["EVALSHA", RedisArg(script.sha1)] + tail)
             } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
                 logger.debug("redis script not cached, falling back to EVAL", metadata: ["sha1": "\(script.sha1)"])
                 return try conn.command(["EVAL", RedisArg(script.source)] + tail)
             }
-        }
+        } }
     }
 
     /// Closes all connections. Later and still-waiting commands throw `RedisError(.closed)`;
@@ -106,6 +145,57 @@ public final class RedisClient: Sendable {
     }
 
     // MARK: - internals
+
+    /// Runs `attempt` until it succeeds, fails with an error that may have had an effect, or
+    /// `transientRetry` has passed (then the last error is thrown / the last result returned).
+    private func retrying<T: Sendable>(
+        _ attempt: () async throws -> T,
+        transientResult: (T) -> RedisError? = { _ in nil }
+    ) async throws -> T {
+        var pause = Duration.milliseconds(50)
+        var deadline: ContinuousClock.Instant?
+        while true {
+            let failure: RedisError
+            var result: T?
+            do {
+                let value = try await attempt()
+                guard let transient = transientResult(value) else { return value }
+                noteOutcome(transient)
+                failure = transient
+                result = value
+            } catch let error as RedisError where error.isRetryableWithoutEffect && transientRetry > .zero {
+                failure = error
+            }
+            let now = ContinuousClock.now
+            if deadline == nil { deadline = now + transientRetry }
+            guard transientRetry > .zero, let deadline, now < deadline else {
+                if let result { return result }
+                throw failure
+            }
+            onTransientError?(failure)
+            logger.debug("redis not ready, retrying", metadata: [
+                "endpoint": "\(endpoint)", "error": "\(failure)", "pause": "\(pause)",
+            ])
+            try await Task.sleep(for: min(pause, deadline - now))
+            pause = min(pause * 2, .milliseconds(500))
+        }
+    }
+
+    /// Notes the outcome of one command for `health`: a reply (other than a transient error
+    /// reply) means Redis is reachable; a connection, timeout or transient error means not.
+    private func noteOutcome(_ error: (any Error)?) {
+        let now = ContinuousClock.now
+        if let error = error as? RedisError {
+            guard error.isConnectionFatal || error.isRetryableWithoutEffect else {
+                if error.code == .server { state.withLock { $0.health.succeeded(at: now) } }
+                return
+            }
+            guard error.code != .closed else { return }
+            state.withLock { $0.health.failed(at: now) }
+        } else if error == nil {
+            state.withLock { $0.health.succeeded(at: now) }
+        }
+    }
 
     private func withConnection<T: Sendable>(
         _ body: @escaping @Sendable (RedisConnection) throws -> T
@@ -131,8 +221,15 @@ public final class RedisClient: Sendable {
                     cont.resume(throwing: RedisError(.closed, "client is closed"))
                     return
                 }
-                cont.resume(with: Result {
-                    let conn = try slot.connection(endpoint: endpoint, timeout: timeout, logger: logger)
+                let result = Result<T, any Error> {
+                    let conn: RedisConnection
+                    do {
+                        conn = try slot.connection(endpoint: endpoint, timeout: timeout, logger: logger)
+                    } catch var error as RedisError {
+                        // Nothing of the caller's command was written yet.
+                        error.commandNotSent = true
+                        throw error
+                    }
                     do {
                         return try body(conn)
                     } catch let error as RedisError where error.isConnectionFatal {
@@ -142,7 +239,12 @@ public final class RedisClient: Sendable {
                         slot.closeConnection()
                         throw error
                     }
-                })
+                }
+                switch result {
+                case .success: self.noteOutcome(nil)
+                case .failure(let error): self.noteOutcome(error)
+                }
+                cont.resume(with: result)
             }
         }
     }
@@ -182,5 +284,34 @@ public final class RedisClient: Sendable {
             conn?.close()
             conn = nil
         }
+    }
+}
+
+/// What a `RedisClient` knows about the reachability of its server, without asking it.
+public struct RedisHealth: Sendable, Hashable {
+    /// When the last reply arrived (nil: never).
+    public var lastSuccess: ContinuousClock.Instant?
+    /// Since when every command failed (connection, timeout, `LOADING`…); nil while the last
+    /// command got a reply.
+    public var failingSince: ContinuousClock.Instant?
+
+    public init(lastSuccess: ContinuousClock.Instant? = nil, failingSince: ContinuousClock.Instant? = nil) {
+        self.lastSuccess = lastSuccess
+        self.failingSince = failingSince
+    }
+
+    /// True when commands have been failing for longer than `limit` (as of `now`).
+    public func failing(longerThan limit: Duration, now: ContinuousClock.Instant = .now) -> Bool {
+        guard let failingSince else { return false }
+        return now - failingSince > limit
+    }
+
+    mutating func succeeded(at now: ContinuousClock.Instant) {
+        lastSuccess = now
+        failingSince = nil
+    }
+
+    mutating func failed(at now: ContinuousClock.Instant) {
+        if failingSince == nil { failingSince = now }
     }
 }

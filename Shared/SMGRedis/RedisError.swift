@@ -22,10 +22,15 @@ public struct RedisError: Error, CustomStringConvertible, Sendable, Hashable {
 
     public var code: Code
     public var message: String
+    /// True when it is certain that the command never reached the server: the failure
+    /// happened while connecting (TCP connect, AUTH, SELECT), before anything of the
+    /// command was written. Set by `RedisClient`; see `isRetryableWithoutEffect`.
+    public var commandNotSent: Bool
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, commandNotSent: Bool = false) {
         self.code = code
         self.message = message
+        self.commandNotSent = commandNotSent
     }
 
     public var description: String { "RedisError(\(code)): \(message)" }
@@ -34,6 +39,20 @@ public struct RedisError: Error, CustomStringConvertible, Sendable, Hashable {
     public var serverErrorPrefix: Substring? {
         guard code == .server else { return nil }
         return message.split(separator: " ", maxSplits: 1).first
+    }
+
+    /// Error replies with which Redis says "not executed, try again": still loading the
+    /// dataset (`LOADING`), busy in a script or function (`BUSY`), a replica whose master is
+    /// down (`MASTERDOWN`), a cluster slot in migration (`TRYAGAIN`).
+    public static let transientServerPrefixes: Set<Substring> = ["LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"]
+
+    /// True if the command certainly did not run and may simply be sent again later: one
+    /// of `transientServerPrefixes`, or a connect failure before the command was written.
+    /// Never true for a timeout or a connection lost after writing (the command may have
+    /// run), nor for `OOM` (refused, but not transient: the caller should answer 4xx now).
+    public var isRetryableWithoutEffect: Bool {
+        if let prefix = serverErrorPrefix { return Self.transientServerPrefixes.contains(prefix) }
+        return commandNotSent && (code == .connection || code == .timeout)
     }
 
     /// True if the connection that produced this error is unusable (it has been freed).

@@ -30,6 +30,7 @@ public enum ServiceMain {
         do {
             if options.checkConfig {
                 let config = try Config(file: options.config, keys: CommonKeys.all + keys)
+                // Redacted: secret keys and passwords in URLs show as ***.
                 for (k, v) in config.effective().sorted(by: { $0.key < $1.key }) { print("\(k) = \(v)") }
                 return
             }
@@ -39,7 +40,7 @@ public enum ServiceMain {
             FileHandle.standardError.write(Data("\(program): \(error)\n".utf8))
             exit(78)
         } catch {
-            FileHandle.standardError.write(Data("\(program): fatal: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("\(program): fatal: \(Config.redact("\(error)"))\n".utf8))
             exit(1)
         }
     }

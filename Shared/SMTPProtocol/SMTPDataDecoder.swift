@@ -63,6 +63,13 @@ public struct SMTPDataDecoder: Sendable {
         drop()
     }
 
+    /// Stops keeping the message (e.g. the process's memory budget is used up): what is held
+    /// is freed, the rest is only counted and scanned for the end marker, and the outcome is
+    /// still reported — the caller must not accept it (it knows it called this).
+    public mutating func discardBody() {
+        drop()
+    }
+
     private mutating func drop() {
         keeping = false
         body = ByteBuffer()

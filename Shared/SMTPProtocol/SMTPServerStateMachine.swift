@@ -95,6 +95,10 @@ public struct SMTPServerStateMachine: Sendable {
         case tlsStarted
         /// The delegate's answer to `askAuth`: nil = credentials accepted.
         case authDecision(SMTPReply?)
+        /// The I/O layer cannot take this message (e.g. its memory budget is used up): at the
+        /// DATA command instead of the 354, or instead of `dataComplete` once the data ended.
+        /// The reply (a 4xx) is sent, the transaction is reset, the session goes on.
+        case abortData(SMTPReply)
     }
 
     public enum Action: Sendable, Hashable {
@@ -238,6 +242,10 @@ public struct SMTPServerStateMachine: Sendable {
                 resetTransaction()
                 return [.send(SMTPReply(.bareLineEndingInData))]
             }
+        case .abortData(let reply):
+            guard pending == nil, state == .inData else { return unexpected() }
+            resetTransaction()
+            return [.send(reply)]
         case .mailDecision(let reply):
             guard case .mail(let path, let parameters) = pending else { return unexpected() }
             pending = nil

@@ -37,6 +37,10 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
     public static let bareLineEndingInData = SMTPStatus("bare-line-ending-in-data")
     public static let tooManyRecipients = SMTPStatus("too-many-recipients")
     public static let storageFailure = SMTPStatus("storage-failure")
+    /// Backpressure: too much mail waiting in the pipeline, or the store near its memory limit.
+    public static let systemBusy = SMTPStatus("system-busy")
+    /// The process's budget for DATA buffered in memory (all sessions together) is used up.
+    public static let insufficientStorage = SMTPStatus("insufficient-storage")
     // TLS and authentication (RFC 3207, RFC 4954)
     public static let readyToStartTLS = SMTPStatus("ready-to-start-tls")
     public static let tlsNotAvailable = SMTPStatus("tls-not-available")
@@ -85,6 +89,8 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
         .bareLineEndingInData: (554, "5.5.2", "Error: bare <CR> or <LF> in message data"),
         .tooManyRecipients: (452, "4.5.3", "Error: too many recipients"),
         .storageFailure: (451, "4.3.0", "Error: queue file write error"),
+        .systemBusy: (451, "4.3.2", "System busy, try again later"),
+        .insufficientStorage: (452, "4.3.1", "Insufficient system storage, try again later"),
         .readyToStartTLS: (220, "2.0.0", "Ready to start TLS"),
         .tlsNotAvailable: (454, "4.7.0", "TLS not available"),
         .tlsAlreadyActive: (503, "5.5.1", "Error: TLS already active"),

@@ -1,6 +1,7 @@
 @_exported public import SMTPProtocol
 public import NIOCore
 public import NIOSSL
+import NIOConcurrencyHelpers
 
 /// Settings of one SMTP listener. Defaults, bounds and meaning in one place.
 public struct SMTPServerConfiguration: Sendable {
@@ -43,6 +44,11 @@ public struct SMTPServerConfiguration: Sendable {
     public var requireAuth: Bool
     /// Commands per connection before 421 4.7.0. Default 10 000.
     public var maxCommands: Int
+    /// Bytes of DATA all sessions sharing this budget may buffer together; nil = no global
+    /// limit (each session is still bounded by `maxMessageSize`). A transaction that would go
+    /// beyond it gets 452 4.3.1: at DATA when its SIZE parameter already says so, else at the
+    /// final dot (the rest of its data is read and discarded; the session stays usable).
+    public var inflightBudget: SMTPByteBudget? = nil
 
     public init(
         hostname: String,
@@ -87,6 +93,38 @@ public struct SMTPServerConfiguration: Sendable {
               maxRecipients: maxRecipients, maxErrors: maxErrors, smtpUTF8: smtpUTF8,
               tlsAvailable: tls != nil && !implicitTLS, authMechanisms: authMechanisms,
               allowPlaintextAuth: allowPlaintextAuth, requireAuth: requireAuth, maxCommands: maxCommands)
+    }
+}
+
+/// A byte budget shared by sessions (all listeners of one process): DATA is buffered only
+/// against a reservation, so the memory held by messages in flight never exceeds `limit`.
+/// Thread-safe; reservations are taken and returned on the sessions' event loops.
+public final class SMTPByteBudget: Sendable {
+    public let limit: Int
+    private let used = NIOLockedValueBox(0)
+
+    public init(limit: Int) {
+        precondition(limit > 0, "limit must be positive")
+        self.limit = limit
+    }
+
+    /// Bytes reserved right now.
+    public var inUse: Int { used.withLockedValue { $0 } }
+
+    /// Reserves `bytes` if they fit; false (and nothing reserved) otherwise.
+    public func tryReserve(_ bytes: Int) -> Bool {
+        guard bytes > 0 else { return true }
+        return used.withLockedValue { u in
+            guard u + bytes <= limit else { return false }
+            u += bytes
+            return true
+        }
+    }
+
+    /// Returns a reservation.
+    public func release(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        used.withLockedValue { $0 = max(0, $0 - bytes) }
     }
 }
 
@@ -136,12 +174,22 @@ public protocol SMTPServerDelegate: Sendable {
     func authenticate(_ session: SMTPSessionInfo, username: String, password: String) async -> SMTPReply?
     /// A refusal made by the protocol layer itself, for events and metrics. Not awaited by the session.
     func commandRefused(_ session: SMTPSessionInfo, reason: String, reply: SMTPReply) async
+    /// The same refusal, reported synchronously on the session's event loop: must not block.
+    /// The session calls this one. The default starts one task per refusal that calls
+    /// `commandRefused`; a delegate that records refusals should implement this with a bounded
+    /// buffer instead, so that a client pipelining thousands of refused commands cannot
+    /// create thousands of tasks.
+    func protocolRefusal(_ session: SMTPSessionInfo, reason: String, reply: SMTPReply)
 }
 
 extension SMTPServerDelegate {
     /// Refusals the protocol layer made itself (relay without AUTH, AUTH before TLS, size and
     /// recipient limits); by default they are not recorded anywhere.
     public func commandRefused(_ session: SMTPSessionInfo, reason: String, reply: SMTPReply) async {}
+
+    public func protocolRefusal(_ session: SMTPSessionInfo, reason: String, reply: SMTPReply) {
+        Task { await self.commandRefused(session, reason: reason, reply: reply) }
+    }
 
     /// Without an implementation every login fails.
     public func authenticate(_ session: SMTPSessionInfo, username: String, password: String) async -> SMTPReply? {

@@ -23,7 +23,9 @@ final class SMTPServerStats: Sendable {
 ///
 /// Owns: the input not yet processed (`pending`, ≤ maxPipelineBuffer + one read, enforced by
 /// holding back `read()` while a decision is awaited), the line decoder (≤ maxLineLength)
-/// and the DATA decoder (≤ maxMessageSize). Thread rules: every method runs on the
+/// and the DATA decoder (≤ maxMessageSize, and only against a reservation of the shared
+/// `inflightBudget`, taken before the bytes are buffered and returned once the delegate
+/// answered the message or the DATA phase ended otherwise). Thread rules: every method runs on the
 /// channel's event loop; delegate calls run as Swift tasks and their results hop back to
 /// the event loop before they touch any state.
 ///
@@ -55,6 +57,11 @@ final class SMTPServerHandler: ChannelDuplexHandler {
     private var dataDeadline: Scheduled<Void>?
     private var lastWrite: EventLoopFuture<Void>?
     private let shutdownAtStart: Bool
+    /// Bytes of `configuration.inflightBudget` this session holds (only during DATA and until
+    /// the delegate answered the message); `overBudget`: the budget ran out during this DATA,
+    /// the body is being discarded.
+    private var reserved = 0
+    private var overBudget = false
 
     init(configuration: SMTPServerConfiguration, delegate: any SMTPServerDelegate, logger: Logger,
          stats: SMTPServerStats, shuttingDown: Bool) {
@@ -108,7 +115,10 @@ final class SMTPServerHandler: ChannelDuplexHandler {
         dataDeadline = nil
         pending = ByteBuffer()
         dataDecoder = nil
-        if !machine.isAwaitingDecision { reportClosed() }
+        if !machine.isAwaitingDecision {
+            releaseBudget()
+            reportClosed()
+        }
         context.fireChannelInactive()
     }
 
@@ -153,11 +163,20 @@ final class SMTPServerHandler: ChannelDuplexHandler {
     private func processInput(context: ChannelHandlerContext) {
         while !closing, !machine.isAwaitingDecision {
             if dataDecoder != nil {
+                reserveForData()
                 guard let outcome = dataDecoder!.feed(&pending) else { break }
                 dataDecoder = nil
                 dataDeadline?.cancel()
                 dataDeadline = nil
-                perform(context: context, machine.handle(.dataComplete(outcome)))
+                if overBudget, case .message = outcome {
+                    let reply = SMTPReply(.insufficientStorage)
+                    logger.info("smtp DATA refused: in-flight byte budget used up")
+                    reportRefusal(reason: "in-flight DATA budget used up", reply: reply)
+                    perform(context: context, machine.handle(.abortData(reply)))
+                } else {
+                    perform(context: context, machine.handle(.dataComplete(outcome)))
+                }
+                if !machine.isAwaitingDecision { releaseBudget() }
                 if !closing, !machine.isAwaitingDecision { armTimer(context: context) }
             } else {
                 guard let event = lineDecoder.next(&pending) else { break }
@@ -177,6 +196,26 @@ final class SMTPServerHandler: ChannelDuplexHandler {
     }
 
     private func perform(context: ChannelHandlerContext, _ actions: [SMTPServerStateMachine.Action]) {
+        var actions = actions
+        if let budget = configuration.inflightBudget, actions.contains(.startData) {
+            // The DATA command: reserve what MAIL FROM's SIZE declared before the 354.
+            let declared = machine.envelope?.mailParameters["SIZE"].flatMap { Int($0) } ?? 0
+            if budget.tryReserve(declared) {
+                reserved = declared
+            } else {
+                let reply = SMTPReply(.insufficientStorage)
+                logger.info("smtp DATA refused: declared size exceeds the in-flight byte budget",
+                            metadata: ["size": "\(declared)", "inUse": "\(budget.inUse)"])
+                reportRefusal(reason: "in-flight DATA budget used up", reply: reply)
+                actions = actions.filter { action in
+                    switch action {
+                    case .startData: return false
+                    case .send(let r) where r.code == 354: return false
+                    default: return true
+                    }
+                } + machine.handle(.abortData(reply))
+            }
+        }
         for action in actions {
             switch action {
             case .send(let reply):
@@ -215,11 +254,7 @@ final class SMTPServerHandler: ChannelDuplexHandler {
                 session.authenticatedAs = nil
                 perform(context: context, machine.handle(.tlsStarted))
             case .refused(let reason, let reply):
-                var session = self.session
-                session.heloName = machine.heloName
-                session.authenticatedAs = machine.authenticatedAs
-                let delegate = self.delegate
-                Task { await delegate.commandRefused(session, reason: reason, reply: reply) }
+                reportRefusal(reason: reason, reply: reply)
             case .askAuth(let username, let password):
                 let (session, delegate) = (self.session, self.delegate)
                 ask(context: context, {
@@ -234,7 +269,10 @@ final class SMTPServerHandler: ChannelDuplexHandler {
                 let (session, delegate) = (self.session, self.delegate)
                 ask(context: context, {
                     await delegate.dataReceived(session, envelope: envelope, message: message)
-                }, then: { .dataDecision($0) })
+                }, then: { reply in
+                    self.releaseBudget()
+                    return .dataDecision(reply)
+                })
             case .startData:
                 lineDecoder.reset()
                 dataDecoder = SMTPDataDecoder(maximumMessageSize: configuration.maxMessageSize,
@@ -246,6 +284,7 @@ final class SMTPServerHandler: ChannelDuplexHandler {
                     guard !self.closing, self.dataDecoder != nil else { return }
                     self.logger.info("smtp DATA deadline exceeded")
                     self.dataDecoder = nil
+                    self.releaseBudget()
                     self.perform(context: context, self.machine.handle(.timeout))
                     context.flush()
                 }
@@ -278,6 +317,7 @@ final class SMTPServerHandler: ChannelDuplexHandler {
         promise.completeWithTask(operation)
         promise.futureResult.assumeIsolated().whenSuccess { value in
             if self.inactive {
+                self.releaseBudget()
                 self.reportClosed()
                 return
             }
@@ -297,9 +337,42 @@ final class SMTPServerHandler: ChannelDuplexHandler {
             guard !self.closing, !self.machine.isAwaitingDecision else { return }
             self.logger.info("smtp timeout", metadata: ["data": "\(self.dataDecoder != nil)"])
             self.dataDecoder = nil
+            self.releaseBudget()
             self.perform(context: context, self.machine.handle(.timeout))
             context.flush()
         }
+    }
+
+    /// Before DATA bytes are buffered: extends the reservation to cover them, or (budget used
+    /// up) gives it back and makes the decoder discard the body from here on.
+    private func reserveForData() {
+        guard let budget = configuration.inflightBudget, !overBudget, let decoder = dataDecoder else { return }
+        let need = min(decoder.bufferedByteCount + pending.readableBytes, configuration.maxMessageSize)
+        guard need > reserved else { return }
+        if budget.tryReserve(need - reserved) {
+            reserved = need
+        } else {
+            overBudget = true
+            dataDecoder!.discardBody()
+            budget.release(reserved)
+            reserved = 0
+        }
+    }
+
+    /// Returns this session's reservation of the in-flight budget.
+    private func releaseBudget() {
+        overBudget = false
+        guard reserved > 0 else { return }
+        configuration.inflightBudget?.release(reserved)
+        reserved = 0
+    }
+
+    /// Tells the delegate about a refusal the protocol layer made, without waiting.
+    private func reportRefusal(reason: String, reply: SMTPReply) {
+        var session = self.session
+        session.heloName = machine.heloName
+        session.authenticatedAs = machine.authenticatedAs
+        delegate.protocolRefusal(session, reason: reason, reply: reply)
     }
 
     private func reportClosed() {
