@@ -160,6 +160,6 @@ let package = Package(
         .testTarget(name: "SMGVirusScanTests", dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
                     swiftSettings: strict),
         .testTarget(name: "SMGNDRTests", dependencies: ["SMGNDR", "SMGMIME", "SMGCore"], swiftSettings: strict),
-        .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGCore"], swiftSettings: strict),
+        .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGNDR", "SMGCore"], swiftSettings: strict),
     ]
 )

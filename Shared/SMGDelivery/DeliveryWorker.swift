@@ -160,7 +160,7 @@ public struct DeliveryWorker: StageWorker {
         var newMessages: [NewMessage] = []
         if let ndr, !bounced.isEmpty {
             let report = bounced.map { r in
-                DSNRecipient(address: r.address, status: Self.enhancedStatus(of: r.lastReply), diagnostic: r.lastReply)
+                DSNRecipient(address: r.address, status: NDRSender.enhancedStatus(of: r.lastReply), diagnostic: r.lastReply)
             }
             let reason = bounced.count == 1 ? "the receiving mail server refused it or it could not be delivered in time."
                 : "the receiving mail servers refused it or it could not be delivered in time."
@@ -200,18 +200,5 @@ public struct DeliveryWorker: StageWorker {
             if transient { facts["reason"] = "expired: still failing after egress.max_lifetime" }
             events.append(context.event(EventType.bounced, id: id, facts: facts))
         }
-    }
-
-    /// The enhanced status code (RFC 3463) of an SMTP reply like `550 5.1.1 No such user`;
-    /// `5.0.0` when the reply has none.
-    static func enhancedStatus(of reply: String?) -> String {
-        let words = (reply ?? "").split(separator: " ")
-        if words.count > 1 {
-            let parts = words[1].split(separator: ".")
-            if parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }), ["2", "4", "5"].contains(parts[0]) {
-                return String(words[1])
-            }
-        }
-        return "5.0.0"
     }
 }

@@ -17,30 +17,15 @@ extension NDRSender {
         let report = bounced.map { r in
             DSNRecipient(address: r.address, status: enhancedStatus(of: r.lastReply), diagnostic: r.lastReply)
         }
-        guard let dsn = DeliveryStatusNotification(
-            originalSender: message.envelope.sender, originalID: message.id.rawValue, originalMessage: message.body,
-            arrivalDate: message.envelope.submission.receivedAt, recipients: report, reason: reason,
-            domain: domain, reportingMTA: reportingMTA.isEmpty ? domain : reportingMTA)
+        let writer = NDRSender(domain: domain, reportingMTA: reportingMTA.isEmpty ? nil : reportingMTA, site: site,
+                               instance: process)
+        guard let (ndr, sent) = writer.make(for: message, recipients: report, reason: reason, kind: kind, now: now)
         else { return nil }
-        let id = ndrID(for: message.id, kind: kind)
-        let body = dsn.render(messageID: "\(id.rawValue)@\(domain)", date: now)
-        let submission = SubmissionFacts(clientAddress: "", heloName: nil, tls: false, authenticatedAs: nil,
-                                         site: site, ingress: process, receivedAt: now, size: body.count)
-        let envelope = Envelope(customer: message.envelope.customer, sender: "",
-                                recipients: [Recipient(address: dsn.to)], submission: submission)
-        let accepted = Event(type: EventType.accepted, id: id, site: site, process: process, time: now, facts: [
-            "sender": "", "recipients": 1, "size": .int(body.count), "ndr_for": .string(message.id.rawValue),
-            "kind": .string(kind),
-        ])
-        let sent = Event(type: EventType.ndrSent, id: message.id, site: site, process: process, time: now, facts: [
-            "ndr": .string(id.rawValue), "to": .string(dsn.to), "kind": .string(kind),
-            "recipients": .array(bounced.map { .string($0.address) }),
-        ])
-        return NDRMessage(id: id, envelope: envelope, body: body, accepted: accepted, sent: sent)
+        return NDRMessage(id: ndr.id, envelope: ndr.envelope, body: ndr.body, accepted: ndr.accepted, sent: sent)
     }
 
     /// The enhanced status code (RFC 3463) of a reply like `550 5.1.1 No such user`; `5.0.0` when it has none.
-    static func enhancedStatus(of reply: String?) -> String {
+    public static func enhancedStatus(of reply: String?) -> String {
         let words = (reply ?? "").split(separator: " ")
         if words.count > 1 {
             let parts = words[1].split(separator: ".")

@@ -1,5 +1,6 @@
 import XCTest
 @testable import SMGDelivery
+import SMGNDR
 
 final class RouteTableTests: XCTestCase {
     func testLookupOrderExactThenParentsThenDefault() throws {
@@ -29,6 +30,6 @@ final class EnhancedStatusTests: XCTestCase {
             ("550 5.1.1 No such user", "5.1.1"), ("451 4.3.0 Try again later", "4.3.0"),
             ("554 Rejected", "5.0.0"), (nil, "5.0.0"), ("550 5.x.1 odd", "5.0.0"), ("", "5.0.0"),
         ]
-        for (reply, status) in cases { XCTAssertEqual(DeliveryWorker.enhancedStatus(of: reply), status, reply ?? "nil") }
+        for (reply, status) in cases { XCTAssertEqual(NDRSender.enhancedStatus(of: reply), status, reply ?? "nil") }
     }
 }
