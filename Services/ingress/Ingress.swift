@@ -317,7 +317,9 @@ final class IngressDelegate: SMTPServerDelegate {
 
     /// Keeps the backpressure figures fresh without a Redis call per MAIL command: every 250 ms
     /// one pipeline reads the size of every stage's pending set and `INFO memory`. While Redis
-    /// cannot be read the last sample stays (a store that fails answers 451 by itself).
+    /// cannot be read the sample grows old, and MAIL is refused with a 4xx once it is older than
+    /// `Backpressure.staleAfter`: clients then retry before sending DATA, instead of each DATA
+    /// waiting for a Redis timeout (whose accept might still run later).
     func watchBackpressure() async {
         let keys = process.store.keys
         let commands: [[RedisArg]] = Topic.all.map { ["ZCARD", RedisArg(keys.pending($0))] } + [["INFO", "memory"]]
@@ -326,6 +328,7 @@ final class IngressDelegate: SMTPServerDelegate {
                 let pending = replies.prefix(Topic.all.count).reduce(0) { $0 + Int($1.int ?? 0) }
                 let memory = replies.last?.string.map(Backpressure.parseMemory) ?? nil
                 pressure.withLock { p in
+                    p.sampled = ContinuousClock.now
                     p.pending = pending
                     if let memory { (p.usedMemory, p.maxMemory) = memory }
                 }
@@ -340,9 +343,16 @@ struct Backpressure: Sendable {
     var pending = 0
     var usedMemory = 0
     var maxMemory = 0
+    /// When Redis last answered the sample (nil: not yet, e.g. just started).
+    var sampled: ContinuousClock.Instant?
+    /// A sample older than this means Redis is not answering.
+    static let staleAfter = Duration.seconds(3)
 
     /// Why MAIL must wait now, or nil.
     func refusal(maxPending: Int, maxMemoryFraction: Double) -> Refusal? {
+        if let sampled, ContinuousClock.now - sampled > Self.staleAfter {
+            return .busy("redis not answering")
+        }
         if pending > maxPending { return .busy("more than \(maxPending) messages pending in the pipeline") }
         if maxMemory > 0, Double(usedMemory) > Double(maxMemory) * maxMemoryFraction {
             return .busy("redis memory above \(maxMemoryFraction) of maxmemory")

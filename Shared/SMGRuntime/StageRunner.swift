@@ -352,25 +352,26 @@ public final class StageRunner: Service, Sendable {
         }
     }
 
-    /// Takes a work slot, then the next frame, and works on it in its own task.
+    /// Takes the next frame, then a work slot, and works on it in its own task. (A slot is not
+    /// held while waiting for a frame, so redrive always gets the free slots; at most one frame
+    /// waits in hand for a slot, the rest stay in ZeroMQ's bounded queues.)
     func receiveLoop(_ puller: BusPuller, _ outputs: [String: BusPusher]) async throws {
         try await withThrowingDiscardingTaskGroup { group in
             while !isStopping {
-                guard await slots.acquire() else { return }
                 let message: BusMessage?
                 do {
                     message = try await puller.receive()
                 } catch {
-                    slots.release()
                     if isStopping { return }
                     throw error
                 }
-                guard let message else { slots.release(); return }   // closed: shutting down
+                guard let message else { return }   // closed: shutting down
                 guard let id = MessageID(String(decoding: message.payload, as: UTF8.self)) else {
-                    slots.release()
                     process.logger.warning("dropping malformed frame", metadata: ["topic": .string(message.topic)])
                     continue
                 }
+                // Shutting down: the frame is dropped, the message stays pending for another process.
+                guard await slots.acquire() else { return }
                 group.addTask {
                     defer { self.slots.release() }
                     await self.claimAndHandle(id, outputs)
@@ -603,7 +604,9 @@ public final class StageRunner: Service, Sendable {
                                  metadata: ["error": "\(error)", "external_effects": "\(outcome.externalEffects)"])
                     return false
                 }
-                try? await Task.sleep(for: backoff)
+                // Not cancellable: a cancelled sleep would turn this into a busy loop at shutdown.
+                let pause = backoff
+                _ = try? await uncancelled { try await Task.sleep(for: pause) }
                 backoff = min(backoff * 2, .seconds(1))
             }
         }

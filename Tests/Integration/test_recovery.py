@@ -144,24 +144,34 @@ def test_redis_paused_for_20s_under_load(gateway, sink, redis_server):
 
 def test_redis_loading_a_big_dataset_after_restart(gateway, sink, redis_server):
     client = redis_server.client()
-    # A dataset that takes seconds to load: 200,000 keys in the AOF's RDB preamble, 20 µs each.
-    client.execute_command("DEBUG", "POPULATE", "200000", "filler", "16")
+    # A dataset that takes seconds to load: 50,000 keys in the AOF's RDB preamble, each delayed.
+    client.execute_command("DEBUG", "POPULATE", "50000", "filler", "16")
     client.execute_command("BGREWRITEAOF")
-    wait_until(lambda: client.info("persistence").get("aof_base_size", 0) > 3_000_000, 60,
+    wait_until(lambda: client.info("persistence").get("aof_base_size", 0) > 1_000_000, 60,
                what="the AOF rewrite with the filler keys")
     gateway.start_all()
     load = Load(gateway.ingress_port, threads=3).start()
     wait_until(lambda: load.count() >= 30 and sink.count() >= 15, 60, what="steady load")
     redis_server.kill()
-    redis_server.start("--key-load-delay", "20", wait=False)
+    redis_server.start("--key-load-delay", "20", "--loading-process-events-interval-bytes", "1024", wait=False)
+
+    seen = []
 
     def loading():
         try:
-            return redis_server.client().ping() and False
+            # PING is allowed while loading; a data command is not.
+            redis_server.client().get("probe")
+            seen.append("ok")
+            return False
         except Exception as error:  # noqa: BLE001 — LOADING or not listening yet
+            seen.append(f"{type(error).__name__}: {error}")
             return "loading" in str(error).lower()
 
-    wait_until(loading, 10, interval=0.02, what="Redis to report LOADING")
+    try:
+        wait_until(loading, 10, interval=0.02, what="Redis to report LOADING")
+    except AssertionError:
+        print(sorted(set(seen)), (redis_server.dir / "redis.log").read_text()[-3000:])
+        raise
     before = sink.count()
     wait_until(lambda: sink.count() >= before + 30, 90, what="mail flowing again after loading")
     load.stop()
@@ -390,3 +400,30 @@ def send_quick(port, marker):
         code, reply = s.data(make_message(marker))
         assert code == 250, reply
         return queued_id(reply)
+
+
+def test_message_failing_in_the_signer_past_its_maximum_age_is_bounced_with_an_ndr(gateway, sink, workdir):
+    """A DKIM key sealed under another master key: the signer cannot sign (it never sends unsigned
+    what should be signed), retries, and past stage.max_lifetime bounces the message with an NDR."""
+    from test_dkim import init_master_key, keygen, smgctl_raw
+    master = init_master_key(gateway, workdir)
+    keygen(gateway, master, "customer.example", "ed1", "ed25519")
+    other = workdir / "other-master.key"
+    out = smgctl_raw(gateway, "dkim", "init-master-key", "--master-key-file", str(other))
+    assert out.returncode == 0, out.stderr
+    gateway.start_all(SMG_DKIM_MASTER_KEY_FILE=str(other), SMG_STAGE_MAX_LIFETIME="4s",
+                      SMG_STAGE_RETRY_DELAY="500ms")
+    from harness import send
+    message_id = send(gateway.ingress_port, make_message("poison-signer"))
+
+    def expired():
+        types = [e["type"] for e in gateway.trace(message_id)]
+        return types if "expired" in types else None
+
+    types = wait_until(expired, 40, what="the message to expire in the signer")
+    assert "stage.error" in types and "bounced" in types and "ndr.sent" in types
+    wait_until(lambda: sink.count() == 1, 30, what="the NDR at the sink")
+    mail_from, rcpts, raw = sink.snapshot()[0]
+    assert rcpts == ["sender@customer.example"]
+    assert subject_of(raw) != "poison-signer", "the message itself never left"
+    assert b"signer" in raw and b"5.4.7" in raw
