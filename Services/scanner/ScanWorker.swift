@@ -71,25 +71,12 @@ struct ScanWorker: StageWorker {
         ])
         let reply = "554 5.7.1 Message rejected: virus \(first.signature) found in \(first.label) (engine \(first.engine))"
         var events = [context.event(EventType.scannedInfected, id: id, facts: facts)]
-        var fields: [String: String] = [:]
-        var failed: [DSNRecipient] = []
-        for var recipient in message.recipients where !recipient.state.isFinal {
-            recipient.state = .bounced
-            recipient.lastReply = reply
-            recipient.nextAttempt = nil
-            fields["rcpt:\(recipient.address)"] = recipient.jsonString()
-            events.append(context.event(EventType.bounced, id: id, facts: [
-                "recipient": .string(recipient.address), "reply": .string(reply), "reason": "virus",
-            ]))
-            failed.append(DSNRecipient(address: recipient.address, status: "5.7.1", diagnostic: reply))
-        }
         let reason = "a virus was found: \(first.signature) in \(first.label) (found by \(first.engine))."
             + " The message was not delivered to any recipient."
-        var newMessages: [NewMessage] = []
-        if let (report, sent) = ndr.make(for: message, recipients: failed, reason: reason, kind: "virus") {
-            newMessages.append(report)
-            events.append(sent)
-        }
+        let bounce = context.bounceOpenRecipients(of: message, reply: reply, status: "5.7.1", reason: "virus", ndr: ndr,
+                                                  kind: "virus", ndrReason: reason)
+        events += bounce.events
+        let fields = bounce.fields, newMessages = bounce.newMessages
         return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: .done)
     }
 }

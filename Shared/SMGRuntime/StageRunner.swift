@@ -3,7 +3,7 @@ import SMGSync
 public import SMGCore
 public import SMGStore
 import SMGBus
-import SMGNDR
+public import SMGNDR
 public import NIOCore
 public import ServiceLifecycle
 import Metrics
@@ -639,27 +639,11 @@ public final class StageRunner: Service, Sendable {
         var events = [context.event(EventType.expired, id: id, facts: [
             "stage": .string(settings.name), "reason": .string(reason), "age_s": .int(Int(age.components.seconds)),
         ])]
-        var fields: [String: String] = [:]
-        var failed: [DSNRecipient] = []
-        for var recipient in message.recipients where !recipient.state.isFinal {
-            recipient.state = .bounced
-            recipient.lastReply = reply
-            recipient.nextAttempt = nil
-            fields["rcpt:\(recipient.address)"] = recipient.jsonString()
-            events.append(context.event(EventType.bounced, id: id, facts: [
-                "recipient": .string(recipient.address), "reply": .string(reply), "reason": "expired",
-            ]))
-            failed.append(DSNRecipient(address: recipient.address, status: "5.4.7", diagnostic: reply))
-        }
-        var newMessages: [NewMessage] = []
-        if let (report, sent) = ndr.make(
-            for: message, recipients: failed,
-            reason: "it could not be processed (\(settings.name)) within the gateway's time limit: \(reason).",
-            kind: "expired")
-        {
-            newMessages.append(report)
-            events.append(sent)
-        }
+        let bounce = context.bounceOpenRecipients(
+            of: message, reply: reply, status: "5.4.7", reason: "expired", ndr: ndr, kind: "expired",
+            ndrReason: "it could not be processed (\(settings.name)) within the gateway's time limit: \(reason).")
+        events += bounce.events
+        let fields = bounce.fields, newMessages = bounce.newMessages
         return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: .done)
     }
 
@@ -667,6 +651,36 @@ public final class StageRunner: Service, Sendable {
     /// must not be skipped because shutdown cancelled the work that produced it.
     func uncancelled<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         try await Task { try await body() }.value
+    }
+}
+
+extension StageContext {
+    /// Bounces every recipient of `message` that is not final yet with `reply` (`bounced` events
+    /// with `reason`), and writes one NDR of `kind` listing them, with `ndrReason` as the
+    /// explanation (none for a null sender): the parts of an outcome that ends a message.
+    public func bounceOpenRecipients(of message: StoredMessage, reply: String, status: String, reason: String,
+                                     ndr: NDRSender, kind: String, ndrReason: String)
+        -> (fields: [String: String], events: [Event], newMessages: [NewMessage])
+    {
+        var fields: [String: String] = [:]
+        var events: [Event] = []
+        var failed: [DSNRecipient] = []
+        for var recipient in message.recipients where !recipient.state.isFinal {
+            recipient.state = .bounced
+            recipient.lastReply = reply
+            recipient.nextAttempt = nil
+            fields["rcpt:\(recipient.address)"] = recipient.jsonString()
+            events.append(event(EventType.bounced, id: message.id, facts: [
+                "recipient": .string(recipient.address), "reply": .string(reply), "reason": .string(reason),
+            ]))
+            failed.append(DSNRecipient(address: recipient.address, status: status, diagnostic: reply))
+        }
+        var newMessages: [NewMessage] = []
+        if let (report, sent) = ndr.make(for: message, recipients: failed, reason: ndrReason, kind: kind, now: now) {
+            newMessages.append(report)
+            events.append(sent)
+        }
+        return (fields, events, newMessages)
     }
 }
 
