@@ -90,7 +90,7 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "SMGRuntime",
                 dependencies: [
-                    "SMGConfig", "SMGNDR", "SMGCore", "SMGStore", "SMGBus", "SMGRedis", "SMGSync", "SMGDNS", logging, lifecycle, nioCore, nioPosix, argumentParser,
+                    "SMGConfig", "SMGNDR", "SMGCore", "SMGStore", "SMGBus", "SMGRedis", "SMGSync", "SMGDNS", "SMTPProtocol", logging, lifecycle, nioCore, nioPosix, argumentParser,
                     .product(name: "NIOHTTP1", package: "swift-nio"),
                     .product(name: "Metrics", package: "swift-metrics"),
                     .product(name: "Prometheus", package: "swift-prometheus"),
@@ -112,7 +112,7 @@ let package = Package(
 
         // Services: small mains.
         service("smg-ingress", "ingress", ["SMGSync", "SMGAccounts", "SMGDNS", "SMGDKIM", nioSSL, crypto, "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
-        service("smg-scanner", "scanner", ["SMGStore", "SMGNDR", "SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME",
+        service("smg-scanner", "scanner", ["SMGStore", "SMGNDR", "SMTPProtocol", "SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME",
                                            lifecycle, .product(name: "Metrics", package: "swift-metrics")]),
         service("smg-classifier", "classifier"),
         service("smg-signer", "signer", ["SMGDKIM", "SMGDKIMKeys", "SMGStore"]),
