@@ -78,7 +78,7 @@ let package = Package(
                                .product(name: "_CryptoExtras", package: "swift-crypto")],
                 path: "Shared/SMGDKIM", exclude: ["README.md"], swiftSettings: strict),
         .target(name: "SMGDKIMKeys",
-                dependencies: ["SMGDKIM", "SMGRedis", "SMGSync", .product(name: "Crypto", package: "swift-crypto")],
+                dependencies: ["SMGDKIM", "SMGRedis", "SMGStore", "SMGSync", .product(name: "Crypto", package: "swift-crypto")],
                 path: "Shared/SMGDKIMKeys", exclude: ["README.md"], swiftSettings: strict),
         .target(name: "SMTPProtocol", dependencies: [nioCore], path: "Shared/SMTPProtocol",
                 swiftSettings: strict),
@@ -90,7 +90,7 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "SMGRuntime",
                 dependencies: [
-                    "SMGConfig", "SMGNDR", "SMGCore", "SMGStore", "SMGBus", "SMGRedis", "SMGSync", "SMGDNS", logging, lifecycle, nioCore, nioPosix, argumentParser,
+                    "SMGConfig", "SMGNDR", "SMGCore", "SMGStore", "SMGBus", "SMGRedis", "SMGSync", "SMGDNS", "SMTPProtocol", logging, lifecycle, nioCore, nioPosix, argumentParser,
                     .product(name: "NIOHTTP1", package: "swift-nio"),
                     .product(name: "Metrics", package: "swift-metrics"),
                     .product(name: "Prometheus", package: "swift-prometheus"),
@@ -112,7 +112,7 @@ let package = Package(
 
         // Services: small mains.
         service("smg-ingress", "ingress", ["SMGSync", "SMGAccounts", "SMGDNS", "SMGDKIM", nioSSL, crypto, "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
-        service("smg-scanner", "scanner", ["SMGStore", "SMGNDR", "SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME",
+        service("smg-scanner", "scanner", ["SMGStore", "SMGNDR", "SMTPProtocol", "SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME",
                                            lifecycle, .product(name: "Metrics", package: "swift-metrics")]),
         service("smg-classifier", "classifier"),
         service("smg-signer", "signer", ["SMGDKIM", "SMGDKIMKeys", "SMGStore"]),
@@ -139,7 +139,7 @@ let package = Package(
         .testTarget(name: "SMGAccountsTests",
                     dependencies: ["SMGAccounts", "SMGCore", "SMGRedis", "SMGStore", "SMGTestSupport", logging],
                     swiftSettings: strict),
-        .testTarget(name: "SMGDKIMTests", dependencies: ["SMGDKIM", "SMGDKIMKeys", "SMGRedis", "SMGTestSupport", logging],
+        .testTarget(name: "SMGDKIMTests", dependencies: ["SMGDKIM", "SMGDKIMKeys", "SMGRedis", "SMGStore", "SMGTestSupport", logging],
                     swiftSettings: strict),
         .testTarget(name: "SMGCoreTests", dependencies: ["SMGCore"], swiftSettings: strict),
         .testTarget(name: "SMGRedisTests", dependencies: ["SMGRedis", "SMGTestSupport", logging],

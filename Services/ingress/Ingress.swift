@@ -83,18 +83,18 @@ final class IngressDelegate: SMTPServerDelegate {
             return (state.total, state.perIP[ip]!)
         }
         guard allow.contains(ip) else {
-            refuse(session, Refusal(reply: SMTPReply(code: 554, enhanced: "5.7.1", "Access denied"),
-                                          reason: "client network not allowed on this listener"))
-            return SMTPReply(code: 554, enhanced: "5.7.1", "Access denied")
+            let refusal = Refusal(reply: SMTPReply(.accessDenied), reason: "client network not allowed on this listener")
+            refuse(session, refusal)
+            return refusal.reply
         }
         if total > maxConnections {
-            let refusal = Refusal(reply: SMTPReply(code: 421, enhanced: "4.7.0", "\(hostname) Too many connections, try again later"),
+            let refusal = Refusal(reply: SMTPReply(.tooManyConnections, hostname: hostname),
                                   reason: "global connection limit")
             refuse(session, refusal)
             return refusal.reply
         }
         if fromIP > maxConnectionsPerIP {
-            let refusal = Refusal(reply: SMTPReply(code: 421, enhanced: "4.7.0", "\(hostname) Too many connections from your host"),
+            let refusal = Refusal(reply: SMTPReply(.tooManyConnectionsFromHost, hostname: hostname),
                                   reason: "per-IP connection limit")
             refuse(session, refusal)
             return refusal.reply
@@ -124,11 +124,11 @@ final class IngressDelegate: SMTPServerDelegate {
                 return nil
             case .failure:
                 refuse(session, Refusal(reply: SMTPReply(.authFailed), reason: "wrong credentials",
-                                              eventType: "rejected.auth"), login: username)
+                                              eventType: EventType.rejectedAuth), login: username)
                 return SMTPReply(.authFailed)
             case .throttled:
-                let reply = SMTPReply(code: 454, enhanced: "4.7.0", "Too many failed logins, try again later")
-                refuse(session, Refusal(reply: reply, reason: "too many failed logins", eventType: "rejected.auth"),
+                let reply = SMTPReply(.tooManyFailedLogins)
+                refuse(session, Refusal(reply: reply, reason: "too many failed logins", eventType: EventType.rejectedAuth),
                              login: username)
                 return reply
             }
@@ -256,12 +256,12 @@ final class IngressDelegate: SMTPServerDelegate {
             if case .duplicate(let prior) = result {
                 duplicates.increment()
                 logger.notice("same submission as an accepted message; not stored again", metadata: ["prior": .string(prior.rawValue)])
-                return SMTPReply(code: 250, enhanced: "2.0.0", lines: ["Ok: queued as \(prior)"])
+                return .queued(as: prior.rawValue)
             }
         } catch {
             storeFailures.increment()
             logger.error("could not store message; answering 451", metadata: ["error": "\(error)"])
-            return SMTPReply(code: 451, enhanced: "4.3.0", lines: ["Temporary failure storing the message, try again later"])
+            return SMTPReply(.messageStoreFailed)
         }
         accepted.increment()
         logger.info("accepted", metadata: ["size": "\(body.count)", "recipients": "\(envelope.recipients.count)"])
@@ -272,7 +272,7 @@ final class IngressDelegate: SMTPServerDelegate {
             _ = await producer.send(BusMessage(topic: Topic.accepted, payload: Array(id.rawValue.utf8)),
                                     timeout: .milliseconds(500))
         }
-        return SMTPReply(code: 250, enhanced: "2.0.0", lines: ["Ok: queued as \(id)"])
+        return .queued(as: id.rawValue)
     }
 
     /// The identity of a submission for `ingress.dedupe_window`: login, envelope and the client's

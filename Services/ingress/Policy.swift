@@ -12,52 +12,53 @@ struct Refusal: Error {
     var reason: String
     var eventType: String = EventType.rejectedPolicy
 
-    /// The exact replies the specification names, and the others, in one table.
+    /// Ingress's refusals: each pairs a reply of the one table (`SMTPStatus`) with the reason and
+    /// event type operators see.
     static func senderDomainUnresolvable() -> Refusal {
-        Refusal(reply: SMTPReply(code: 550, enhanced: "5.7.1", "Sender Domain must resolve"), reason: "sender domain does not resolve")
+        Refusal(reply: SMTPReply(.senderDomainUnresolvable), reason: "sender domain does not resolve")
     }
     static func senderDomainTemporary() -> Refusal {
-        Refusal(reply: SMTPReply(code: 451, enhanced: "4.4.3", "Temporary DNS failure checking the sender domain"),
+        Refusal(reply: SMTPReply(.senderDomainTemporary),
                 reason: "sender domain lookup failed temporarily")
     }
     static func rateLimited() -> Refusal {
-        Refusal(reply: SMTPReply(code: 451, enhanced: "4.7.1", "Ratelimit reached"), reason: "rate limit", eventType: "ratelimit.hit")
+        Refusal(reply: SMTPReply(.rateLimited), reason: "rate limit", eventType: EventType.ratelimitHit)
     }
     static func networkNotAllowed() -> Refusal {
-        Refusal(reply: SMTPReply(code: 550, enhanced: "5.7.1", "Client host not allowed for this account"),
+        Refusal(reply: SMTPReply(.networkNotAllowed),
                 reason: "client network not allowed for the customer")
     }
     static func senderNotOwned() -> Refusal {
-        Refusal(reply: SMTPReply(code: 553, enhanced: "5.7.1", "Sender address not owned by your account"),
+        Refusal(reply: SMTPReply(.senderNotOwned),
                 reason: "sender domain not owned by the customer")
     }
     static func tlsRequired() -> Refusal {
-        Refusal(reply: SMTPReply(code: 530, enhanced: "5.7.0", "Must issue a STARTTLS command first"),
+        Refusal(reply: SMTPReply(.tlsRequired),
                 reason: "customer requires TLS")
     }
     static func reverseDNSFailed() -> Refusal {
-        Refusal(reply: SMTPReply(code: 550, enhanced: "5.7.25", "Reverse DNS validation failed for your IP address"),
+        Refusal(reply: SMTPReply(.reverseDNSFailed),
                 reason: "reverse DNS check failed")
     }
     static func reverseDNSTemporary() -> Refusal {
-        Refusal(reply: SMTPReply(code: 451, enhanced: "4.7.25", "Temporary DNS failure checking reverse DNS"),
+        Refusal(reply: SMTPReply(.reverseDNSTemporary),
                 reason: "reverse DNS lookup failed temporarily")
     }
     static func accountUnavailable() -> Refusal {
-        Refusal(reply: SMTPReply(code: 530, enhanced: "5.7.0", "Authentication required"), reason: "account or customer disabled")
+        Refusal(reply: SMTPReply(.authRequired), reason: "account or customer disabled")
     }
     /// Backpressure (pending mail across the stages, Redis memory): 451 4.3.2, nothing recorded per message.
     static func busy(_ why: String) -> Refusal {
         Refusal(reply: SMTPReply(.systemBusy), reason: why)
     }
     static func temporary(_ why: String) -> Refusal {
-        Refusal(reply: SMTPReply(code: 451, enhanced: "4.3.0", "Temporary failure, try again later"), reason: why)
+        Refusal(reply: SMTPReply(.temporaryFailure), reason: why)
     }
     static func tooBig() -> Refusal {
         Refusal(reply: SMTPReply(.messageTooBig), reason: "message larger than the customer's limit")
     }
     static func fromNotOwned() -> Refusal {
-        Refusal(reply: SMTPReply(code: 550, enhanced: "5.7.1", "From header missing or not owned by your account"),
+        Refusal(reply: SMTPReply(.fromNotOwned),
                 reason: "From header domain not owned by the customer")
     }
     static func tooManyRecipients() -> Refusal {

@@ -2,6 +2,7 @@ import SMGCore
 import SMGRuntime
 import SMGStore
 import SMGNDR
+import SMTPProtocol
 import SMGVirusScan
 import SMGClamAV
 import SMGYara
@@ -69,7 +70,7 @@ struct ScanWorker: StageWorker {
         context.logger.warning("virus found; message rejected", metadata: [
             "engine": .string(first.engine), "signature": .string(first.signature), "part": .string(first.label),
         ])
-        let reply = "554 5.7.1 Message rejected: virus \(first.signature) found in \(first.label) (engine \(first.engine))"
+        let reply = SMTPReply.virusFound(signature: first.signature, part: first.label, engine: first.engine).description
         var events = [context.event(EventType.scannedInfected, id: id, facts: facts)]
         let reason = "a virus was found: \(first.signature) in \(first.label) (found by \(first.engine))."
             + " The message was not delivered to any recipient."

@@ -84,7 +84,7 @@ await ServiceMain.run(program: "smg-signer", keys: StageKeys.all + SignerKeys.al
         let expire = try config.get(SignerKeys.expire).components.seconds
         options.expireAfterSeconds = expire > 0 ? Int(expire) : nil
         let own = try config.get(SignerKeys.ownDomain)
-        let store = DKIMKeyStore(redis: process.store.redis, prefix: process.store.keys.prefix, masterKey: master,
+        let store = DKIMKeyStore(redis: process.store.redis, keys: process.store.keys, masterKey: master,
                                  cacheTTL: try config.get(SignerKeys.keyCacheTTL))
         signer = DKIMMessageSigner(store: store, signer: DKIMSigner(options: options),
                                    domainMap: config.get(SignerKeys.domainMap), ownDomain: own.isEmpty ? nil : own)

@@ -5,6 +5,7 @@ import SMGDKIM
 import SMGDKIMKeys
 import SMGDNS
 import SMGRedis
+import SMGStore
 
 /// `smgctl dkim …` — DKIM key management. Private keys are generated here, sealed with the
 /// master key and written to Redis; no command ever prints them.
@@ -31,7 +32,7 @@ struct DKIM: AsyncParsableCommand {
 
     static func store(_ connection: Connection, masterKey: DKIMMasterKey?) throws -> DKIMKeyStore {
         let (redis, keys, _) = try connection.open()
-        return DKIMKeyStore(redis: redis, prefix: keys.prefix, masterKey: masterKey)
+        return DKIMKeyStore(redis: redis, keys: keys, masterKey: masterKey)
     }
 
     static func algorithm(_ text: String?) throws -> DKIMAlgorithm? {

@@ -31,7 +31,7 @@ struct Connection: ParsableArguments {
         do { endpoint = try RedisEndpoint(url: url) } catch {
             throw ValidationError("--redis: \(error)")
         }
-        let keys = Keyspace(prefix: prefix ?? env["SMG_REDIS_KEY_PREFIX"] ?? "smg:")
+        let keys = Keyspace(prefix: prefix ?? env["SMG_REDIS_KEY_PREFIX"] ?? Keyspace.defaultPrefix)
         // A Redis that is still loading its AOF (after a restart: seconds to minutes) answers
         // LOADING; that and a refused connect mean "not executed", so wait for it, saying so once.
         let told = NSLockedFlag()

@@ -3,9 +3,9 @@ public import SMGStore
 import SMGCore
 import Foundation
 
-/// Customers and their logins in Redis (shared by every site):
-/// `smg:customer:<id>` (STRING, JSON), `smg:customers` (SET of ids),
-/// `smg:account:<login>` (STRING, JSON with the scrypt hash), `smg:logins:<customer>` (SET).
+/// Customers and their logins in Redis (shared by every site), under `Keyspace`'s account keys:
+/// `customer(id)` (STRING, JSON), `customers` (SET of ids),
+/// `account(login)` (STRING, JSON with the scrypt hash), `logins(customer)` (SET).
 /// Written by `smgctl` (and later the admin UI); read by ingress.
 public final class AccountStore: Sendable {
     public let redis: RedisClient
@@ -15,11 +15,6 @@ public final class AccountStore: Sendable {
         self.redis = redis
         self.keys = keys
     }
-
-    func customerKey(_ id: String) -> String { "\(keys.prefix)customer:\(id)" }
-    func accountKey(_ login: String) -> String { "\(keys.prefix)account:\(login.lowercased())" }
-    var customersKey: String { "\(keys.prefix)customers" }
-    func loginsKey(_ customer: String) -> String { "\(keys.prefix)logins:\(customer)" }
 
     static let encoder: JSONEncoder = {
         let e = JSONEncoder()
@@ -31,21 +26,21 @@ public final class AccountStore: Sendable {
         try customer.validate()
         let json = try Self.encoder.encode(customer)
         let replies = try await redis.pipeline([
-            ["SET", .init(customerKey(customer.id)), .init(Array(json))],
-            ["SADD", .init(customersKey), .init(customer.id)],
+            ["SET", .init(keys.customer(customer.id)), .init(Array(json))],
+            ["SADD", .init(keys.customers), .init(customer.id)],
         ])
         if case .error(let e) = replies.first { throw AccountError(code: .invalid, message: e) }
     }
 
     public func customer(_ id: String) async throws -> Customer? {
-        guard let bytes = try await redis.command("GET", .init(customerKey(id))).bytes else { return nil }
+        guard let bytes = try await redis.command("GET", .init(keys.customer(id))).bytes else { return nil }
         do { return try JSONDecoder().decode(Customer.self, from: Data(bytes)) } catch {
             throw AccountError(code: .corrupt, message: "customer \(id): \(error)")
         }
     }
 
     public func customerIDs() async throws -> [String] {
-        (try await redis.command("SMEMBERS", .init(customersKey)).array ?? []).compactMap(\.string).sorted()
+        (try await redis.command("SMEMBERS", .init(keys.customers)).array ?? []).compactMap(\.string).sorted()
     }
 
     public func saveAccount(_ account: Account) async throws {
@@ -57,27 +52,27 @@ public final class AccountStore: Sendable {
         }
         let json = try Self.encoder.encode(account)
         _ = try await redis.pipeline([
-            ["SET", .init(accountKey(account.login)), .init(Array(json))],
-            ["SADD", .init(loginsKey(account.customer)), .init(account.login.lowercased())],
+            ["SET", .init(keys.account(account.login)), .init(Array(json))],
+            ["SADD", .init(keys.logins(account.customer)), .init(account.login.lowercased())],
         ])
     }
 
     public func account(_ login: String) async throws -> Account? {
-        guard let bytes = try await redis.command("GET", .init(accountKey(login))).bytes else { return nil }
+        guard let bytes = try await redis.command("GET", .init(keys.account(login))).bytes else { return nil }
         do { return try JSONDecoder().decode(Account.self, from: Data(bytes)) } catch {
             throw AccountError(code: .corrupt, message: "account \(login): \(error)")
         }
     }
 
     public func logins(of customer: String) async throws -> [String] {
-        (try await redis.command("SMEMBERS", .init(loginsKey(customer))).array ?? []).compactMap(\.string).sorted()
+        (try await redis.command("SMEMBERS", .init(keys.logins(customer))).array ?? []).compactMap(\.string).sorted()
     }
 
     public func deleteAccount(_ login: String) async throws -> Bool {
         guard let account = try await account(login) else { return false }
         _ = try await redis.pipeline([
-            ["DEL", .init(accountKey(login))],
-            ["SREM", .init(loginsKey(account.customer)), .init(login.lowercased())],
+            ["DEL", .init(keys.account(login))],
+            ["SREM", .init(keys.logins(account.customer)), .init(login.lowercased())],
         ])
         return true
     }
@@ -115,8 +110,8 @@ public final class RateLimiter: Sendable {
     /// Takes one message from `customer`'s budget; false when `limit` messages were admitted
     /// in the last minute.
     public func allow(customer: String, perMinute limit: Int) async throws -> Bool {
-        let key = "\(keys.prefix)rate:\(customer)"
-        let reply = try await redis.eval(Self.slidingWindow, keys: [.init(key), .init(key + ":seq")],
+        let reply = try await redis.eval(Self.slidingWindow,
+                                         keys: [.init(keys.rate(customer)), .init(keys.rateSequence(customer))],
                                          args: [.init(max(1, limit)), .init(60_000_000)])
         return reply.int == 1
     }
@@ -139,8 +134,8 @@ public final class AuthThrottle: Sendable {
         self.windowSeconds = windowSeconds
     }
 
-    func ipKey(_ ip: String) -> RedisArg { .init("\(keys.prefix)authfail:ip:\(ip)") }
-    func loginKey(_ login: String) -> RedisArg { .init("\(keys.prefix)authfail:login:\(login.lowercased())") }
+    func ipKey(_ ip: String) -> RedisArg { .init(keys.authFailures(ip: ip)) }
+    func loginKey(_ login: String) -> RedisArg { .init(keys.authFailures(login: login)) }
 
     /// True when this IP or login has failed too often recently.
     public func isBlocked(ip: String, login: String) async throws -> Bool {

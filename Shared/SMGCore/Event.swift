@@ -69,6 +69,10 @@ public struct Event: Sendable, Codable, Hashable {
 public enum EventType {
     public static let accepted = "accepted"
     public static let rejectedPolicy = "rejected.policy"
+    /// AUTH refused: wrong credentials, or too many failed logins.
+    public static let rejectedAuth = "rejected.auth"
+    /// A customer's rate limit (R6) refused a message.
+    public static let ratelimitHit = "ratelimit.hit"
     public static let scannedClean = "scanned.clean"
     public static let scannedInfected = "scanned.infected"
     public static let scannerError = "scanner.error"

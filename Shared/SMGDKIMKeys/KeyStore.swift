@@ -1,5 +1,6 @@
 public import SMGDKIM
 public import SMGRedis
+public import SMGStore
 import SMGSync
 import Foundation
 
@@ -53,14 +54,14 @@ public struct DKIMKeyRecord: Codable, Sendable, Hashable {
     }
 }
 
-/// DKIM keys per domain and selector in Redis: `<prefix>dkim:<domain>` HASH selector → key record
-/// JSON, and `<prefix>dkim:domains` SET of domains with keys. Private keys are sealed with the
+/// DKIM keys per domain and selector in Redis: `Keyspace.dkimKeys(domain)` HASH selector → key
+/// record JSON, and `Keyspace.dkimDomains` SET of domains with keys. Private keys are sealed with the
 /// master key before they leave this process and opened only to sign.
 ///
 /// Thread rules: `Sendable`; the signing-key cache is behind a lock.
 public final class DKIMKeyStore: Sendable {
     public let redis: RedisClient
-    public let prefix: String
+    public let keys: Keyspace
     let masterKey: DKIMMasterKey?
     let cacheMilliseconds: Int64
     let cache = Locked<[String: (expires: Int64, keys: [DKIMSigningKey])]>([:])
@@ -68,16 +69,13 @@ public final class DKIMKeyStore: Sendable {
     /// - Parameters:
     ///   - masterKey: needed to create keys and to sign; listing works without it.
     ///   - cacheTTL: how long `signingKeys(domain:)` reuses what it read (zero: no cache).
-    public init(redis: RedisClient, prefix: String = "smg:", masterKey: DKIMMasterKey?, cacheTTL: Duration = .zero) {
+    public init(redis: RedisClient, keys: Keyspace = Keyspace(), masterKey: DKIMMasterKey?, cacheTTL: Duration = .zero) {
         self.redis = redis
-        self.prefix = prefix
+        self.keys = keys
         self.masterKey = masterKey
         let (s, atto) = cacheTTL.components
         cacheMilliseconds = s * 1000 + atto / 1_000_000_000_000_000
     }
-
-    public func hashKey(domain: String) -> String { "\(prefix)dkim:\(domain)" }
-    public var domainsKey: String { "\(prefix)dkim:domains" }
 
     /// Lowercases and checks a domain name (LDH labels).
     public static func normalize(domain: String) throws -> String {
@@ -128,8 +126,8 @@ public final class DKIMKeyStore: Sendable {
             publicKey: Data(key.publicKeyBytes).base64EncodedString(),
             sealedPrivateKey: Data(sealed).base64EncodedString())
         let replies = try await redis.pipeline([
-            ["HSETNX", .init(hashKey(domain: domain)), .init(selector), .init(try Self.encode(record))],
-            ["SADD", .init(domainsKey), .init(domain)],
+            ["HSETNX", .init(keys.dkimKeys(domain)), .init(selector), .init(try Self.encode(record))],
+            ["SADD", .init(keys.dkimDomains), .init(domain)],
         ])
         if case .error(let e)? = replies.first { throw DKIMError(code: .corrupt, message: "redis: \(e)") }
         guard replies.first?.int == 1 else {
@@ -145,10 +143,10 @@ public final class DKIMKeyStore: Sendable {
         if let domain {
             domains = [try Self.normalize(domain: domain)]
         } else {
-            domains = try await redis.command("SMEMBERS", .init(domainsKey)).array?.compactMap(\.string).sorted() ?? []
+            domains = try await redis.command("SMEMBERS", .init(keys.dkimDomains)).array?.compactMap(\.string).sorted() ?? []
         }
         guard !domains.isEmpty else { return [] }
-        let replies = try await redis.pipeline(domains.map { ["HGETALL", .init(hashKey(domain: $0))] })
+        let replies = try await redis.pipeline(domains.map { ["HGETALL", .init(keys.dkimKeys($0))] })
         var out: [DKIMKeyRecord] = []
         for reply in replies {
             let items = reply.array ?? []
@@ -188,7 +186,7 @@ public final class DKIMKeyStore: Sendable {
             record.state = .retiring
             record.retiringSince = now
             retired.append(record)
-            commands.append(["HSET", .init(hashKey(domain: domain)), .init(record.selector), .init(try Self.encode(record))])
+            commands.append(["HSET", .init(keys.dkimKeys(domain)), .init(record.selector), .init(try Self.encode(record))])
         }
         if !commands.isEmpty { _ = try await redis.pipeline(commands) }
         invalidate(domain)

@@ -96,7 +96,7 @@ public struct DeliveryWorker: StageWorker {
             if let hop = routes.lookup(domain: recipients[index].domain) {
                 byHop[hop, default: []].append(index)
             } else {
-                let reply = "451 4.4.4 No route to \(recipients[index].domain) (no static route; MX routing not configured)"
+                let reply = SMTPReply.noRoute(to: recipients[index].domain).description
                 apply(reply: reply, transient: true, to: index, in: &recipients, now: now, expired: expired,
                       hop: nil, events: &events, id: id, context: context)
             }
@@ -132,7 +132,7 @@ public struct DeliveryWorker: StageWorker {
             for index in indices {
                 let address = recipients[index].address
                 let reply = replies[address]
-                    ?? SMTPReply(code: 451, enhanced: "4.3.0", "No result for this recipient")
+                    ?? SMTPReply(.noResultForRecipient)
                 apply(reply: reply.description, transient: !reply.isPermanent && !reply.isPositiveCompletion,
                       delivered: reply.isPositiveCompletion, to: index, in: &recipients, now: now, expired: expired,
                       hop: hop, events: &events, id: id, context: context)

@@ -1,3 +1,4 @@
+import SMGStore
 import SMGNDR
 /// Configuration keys every process has. Service-specific keys live beside each service.
 public enum CommonKeys {
@@ -17,7 +18,7 @@ public enum CommonKeys {
         "redis.timeout", default: "2s", min: .milliseconds(50), max: .seconds(60),
         help: "Connect and per-command timeout for Redis; past it the operation fails (SMTP gets a 4xx).")
     public static let keyPrefix = ConfigKey<String>.string(
-        "redis.key_prefix", default: "smg:", help: "Prefix of every Redis key (lets several gateways share a Redis).")
+        "redis.key_prefix", default: Keyspace.defaultPrefix, help: "Prefix of every Redis key (lets several gateways share a Redis).")
     public static let busBind = ConfigKey<String>.string(
         "bus.bind", default: "tcp://127.0.0.1:*",
         help: "Where this process binds its ZeroMQ producer sockets (`*` = any free port; it is registered in Redis).")

@@ -4,6 +4,7 @@ public import SMGCore
 public import SMGStore
 import SMGBus
 public import SMGNDR
+import SMTPProtocol
 public import NIOCore
 public import ServiceLifecycle
 import Metrics
@@ -635,7 +636,7 @@ public final class StageRunner: Service, Sendable {
         expired.increment()
         let id = message.id
         let hours = Int(age.components.seconds / 3600)
-        let reply = SMTPReplyText.expired(stage: settings.name, hours: hours, reason: reason)
+        let reply = SMTPReply.expired(stage: settings.name, hours: hours, reason: reason).description
         var events = [context.event(EventType.expired, id: id, facts: [
             "stage": .string(settings.name), "reason": .string(reason), "age_s": .int(Int(age.components.seconds)),
         ])]
@@ -681,15 +682,6 @@ extension StageContext {
             events.append(sent)
         }
         return (fields, events, newMessages)
-    }
-}
-
-/// Reply texts the runner writes for recipients it gives up on.
-enum SMTPReplyText {
-    static func expired(stage: String, hours: Int, reason: String) -> String {
-        let clipped = reason.count > 200 ? String(reason.prefix(200)) + "…" : reason
-        return "554 5.4.7 Delivery time expired: the \(stage) stage kept failing for \(hours) h (\(clipped))"
-            .replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
     }
 }
 

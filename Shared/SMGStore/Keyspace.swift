@@ -8,7 +8,10 @@ public import SMGCore
 public struct Keyspace: Sendable, Hashable {
     public var prefix: String
 
-    public init(prefix: String = "smg:") { self.prefix = prefix }
+    /// The prefix when `redis.key_prefix` (or smgctl's `--prefix`) does not say otherwise.
+    public static let defaultPrefix = "smg:"
+
+    public init(prefix: String = Keyspace.defaultPrefix) { self.prefix = prefix }
 
     /// HASH: `envelope` (JSON), `state`, `created` (ms), `lane`, stage facts, `rcpt:<address>` (JSON).
     public func message(_ id: MessageID) -> String { "\(prefix)msg:\(id)" }
@@ -36,4 +39,30 @@ public struct Keyspace: Sendable, Hashable {
     /// STRING (with a time to live): submission fingerprint → id of the message stored for it, so
     /// a client's retry of a transaction whose 250 it never saw is not stored twice.
     public func submission(_ fingerprint: String) -> String { "\(prefix)dedupe:\(fingerprint)" }
+
+    // Accounts (SMGAccounts; written by smgctl, read by ingress).
+
+    /// STRING (JSON): a customer's policy.
+    public func customer(_ id: String) -> String { "\(prefix)customer:\(id)" }
+    /// SET: every customer id.
+    public var customers: String { "\(prefix)customers" }
+    /// STRING (JSON): a login's account. Logins are case-insensitive: the key uses the lowercase form.
+    public func account(_ login: String) -> String { "\(prefix)account:\(login.lowercased())" }
+    /// SET: the (lowercase) logins of a customer.
+    public func logins(_ customer: String) -> String { "\(prefix)logins:\(customer)" }
+    /// ZSET: the customer's sliding window of admission times (R6).
+    public func rate(_ customer: String) -> String { "\(prefix)rate:\(customer)" }
+    /// STRING counter: makes the members of `rate(customer)` unique.
+    public func rateSequence(_ customer: String) -> String { "\(rate(customer)):seq" }
+    /// STRING counter (with a time to live): failed logins from one client IP.
+    public func authFailures(ip: String) -> String { "\(prefix)authfail:ip:\(ip)" }
+    /// STRING counter (with a time to live): failed logins for one login, existing or not (lowercase).
+    public func authFailures(login: String) -> String { "\(prefix)authfail:login:\(login.lowercased())" }
+
+    // DKIM keys (SMGDKIMKeys; written by smgctl, read by the signer).
+
+    /// HASH: selector → key record JSON for `domain`.
+    public func dkimKeys(_ domain: String) -> String { "\(prefix)dkim:\(domain)" }
+    /// SET: domains that have DKIM keys.
+    public var dkimDomains: String { "\(prefix)dkim:domains" }
 }

@@ -235,7 +235,9 @@ public struct QueueAdmin: Sendable {
 
     /// The owner entry of a message that waits for its time (see `Keyspace.owners`).
     public static let waitOwner = "~wait"
-    /// The reply recorded for recipients an operator bounces.
+    /// The reply recorded for recipients an operator bounces. The one reply text outside
+    /// `SMTPStatus` (SMTPProtocol): SMGStore sits directly on SMGCore and SMGRedis and stays
+    /// free of NIO and the protocol modules, so its single reply lives here.
     public static func bounceReply(reason: String) -> String { "550 5.0.0 Bounced by operator: \(reason)" }
 
     var keys: Keyspace { store.keys }

@@ -110,7 +110,7 @@ public enum SMTPClient {
                                                                 group: group)
         } catch {
             logger.info("smtp connect failed", metadata: ["error": "\(error)"])
-            let reply = SMTPReply(code: 421, enhanced: "4.4.1", "Connection to \(host):\(port) failed")
+            let reply = SMTPReply.connectionFailed(host: host, port: port)
             return DeliveryResult(recipients: recipients.map { RecipientResult(recipient: $0, reply: reply) },
                                   sessionFailure: reply)
         }
@@ -182,7 +182,7 @@ struct DeliverySession {
     }
 
     var result: DeliveryResult {
-        let fallback = sessionFailure ?? SMTPReply(code: 451, enhanced: "4.4.2", "Delivery incomplete")
+        let fallback = sessionFailure ?? SMTPReply(.deliveryIncomplete)
         var result = DeliveryResult(
             recipients: zip(recipientList, results).map { RecipientResult(recipient: $0, reply: $1 ?? fallback) },
             sessionFailure: sessionFailure, extensions: extensions)
@@ -198,9 +198,9 @@ struct DeliverySession {
 
     static func lostReply(_ error: any Error, during stage: String) -> SMTPReply {
         if let error = error as? SMTPClientError, error.code == SMTPClientError.timeout {
-            return SMTPReply(code: 451, enhanced: "4.4.2", "Timeout waiting for reply to \(stage)")
+            return .replyTimeout(during: stage)
         }
-        return SMTPReply(code: 451, enhanced: "4.4.2", "Connection lost during \(stage)")
+        return .connectionLost(during: stage)
     }
 
     mutating func run(reversePath: String, message: ByteBuffer) async {
@@ -259,7 +259,7 @@ struct DeliverySession {
             // The caller's last word before the side effect (egress: is the lease still ours?).
             if let beforeData, !(await beforeData()) {
                 abandoned = true
-                failAll(SMTPReply(code: 451, enhanced: "4.3.0", "Not sent: delivery handed to another process"))
+                failAll(SMTPReply(.deliveryHandedOff))
                 await quit()
                 return
             }

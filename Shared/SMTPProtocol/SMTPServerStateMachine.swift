@@ -200,7 +200,7 @@ public struct SMTPServerStateMachine: Sendable {
             guard pending == .connection else { return unexpected() }
             pending = nil
             guard let reply else {
-                return [.send(SMTPReply(code: 220, "\(configuration.hostname) \(configuration.greetingText)"))]
+                return [.send(.greeting(hostname: configuration.hostname, text: configuration.greetingText))]
             }
             if reply.isPositiveCompletion { return [.send(reply)] }
             state = .quit
@@ -303,17 +303,17 @@ public struct SMTPServerStateMachine: Sendable {
         case "PLAIN":
             guard let initialResponse else {
                 authExchange = .plain
-                return [.send(SMTPReply(code: 334, lines: [""]))]
+                return [.send(.authChallenge(""))]
             }
             return plainCredentials(initialResponse)
         case "LOGIN":
             guard let initialResponse else {
                 authExchange = .loginUsername
-                return [.send(SMTPReply(code: 334, lines: ["VXNlcm5hbWU6"]))]
+                return [.send(.authChallenge("VXNlcm5hbWU6"))]
             }
             guard let user = Self.decodeBase64(initialResponse) else { return protocolError(.authBadResponse) }
             authExchange = .loginPassword(String(decoding: user, as: UTF8.self))
-            return [.send(SMTPReply(code: 334, lines: ["UGFzc3dvcmQ6"]))]
+            return [.send(.authChallenge("UGFzc3dvcmQ6"))]
         default:
             return protocolError(.authMechanismUnknown)
         }
@@ -331,7 +331,7 @@ public struct SMTPServerStateMachine: Sendable {
         case .loginUsername:
             guard let user = Self.decodeBase64(text) else { return protocolError(.authBadResponse) }
             authExchange = .loginPassword(String(decoding: user, as: UTF8.self))
-            return [.send(SMTPReply(code: 334, lines: ["UGFzc3dvcmQ6"]))]
+            return [.send(.authChallenge("UGFzc3dvcmQ6"))]
         case .loginPassword(let user):
             guard let password = Self.decodeBase64(text) else { return protocolError(.authBadResponse) }
             pending = .auth(user)
@@ -366,12 +366,12 @@ public struct SMTPServerStateMachine: Sendable {
             resetTransaction()
             heloName = name
             state = .afterHelo
-            return [.send(SMTPReply(code: 250, lines: [configuration.hostname] + extensions))]
+            return [.send(.ehlo(hostname: configuration.hostname, extensions: extensions))]
         case .helo(let name):
             resetTransaction()
             heloName = name
             state = .afterHelo
-            return [.send(SMTPReply(code: 250, configuration.hostname))]
+            return [.send(.helo(hostname: configuration.hostname))]
         case .mail(let path, let parameters):
             switch state {
             case .greeting: return protocolError(.needHelo)

@@ -1,8 +1,15 @@
+import Foundation
+
 /// Internal status of an SMTP exchange; `reply` maps it to the one reply the client sees.
 ///
 /// Postfix style (`cleanup_strerror.c`): this file is the single table from internal
 /// status to SMTP reply. Clients see generic text; details belong in logs.
 /// An extensible struct rather than a frozen enum: later issues add statuses.
+///
+/// Replies whose text carries a parameter (a host, a queue id, a signature) are the functions
+/// in the `SMTPReply` extension below, the rest of the same table. Every reply the gateway makes
+/// up (the SMTP server's, ingress's policy refusals, the SMTP client's synthetic replies, the
+/// replies the stages record for recipients) is named here and nowhere else.
 public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
     public let name: String
     public init(_ name: String) { self.name = name }
@@ -60,6 +67,26 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
     public static let timeout = SMTPStatus("timeout")
     public static let tooManyErrors = SMTPStatus("too-many-errors")
     public static let shuttingDown = SMTPStatus("shutting-down")
+    // Gateway policy (ingress): connection, AUTH and transaction refusals
+    public static let accessDenied = SMTPStatus("access-denied")
+    public static let tooManyConnections = SMTPStatus("too-many-connections")
+    public static let tooManyConnectionsFromHost = SMTPStatus("too-many-connections-from-host")
+    public static let tooManyFailedLogins = SMTPStatus("too-many-failed-logins")
+    public static let senderDomainUnresolvable = SMTPStatus("sender-domain-unresolvable")
+    public static let senderDomainTemporary = SMTPStatus("sender-domain-temporary")
+    public static let rateLimited = SMTPStatus("rate-limited")
+    public static let networkNotAllowed = SMTPStatus("network-not-allowed")
+    public static let senderNotOwned = SMTPStatus("sender-not-owned")
+    public static let tlsRequired = SMTPStatus("tls-required")
+    public static let reverseDNSFailed = SMTPStatus("reverse-dns-failed")
+    public static let reverseDNSTemporary = SMTPStatus("reverse-dns-temporary")
+    public static let temporaryFailure = SMTPStatus("temporary-failure")
+    public static let fromNotOwned = SMTPStatus("from-not-owned")
+    public static let messageStoreFailed = SMTPStatus("message-store-failed")
+    // Delivery (SMTP client and egress): replies made up when the peer gave none
+    public static let deliveryIncomplete = SMTPStatus("delivery-incomplete")
+    public static let deliveryHandedOff = SMTPStatus("delivery-handed-off")
+    public static let noResultForRecipient = SMTPStatus("no-result-for-recipient")
 
     /// The table. `hostname` is only used by the 421 replies (RFC 5321 §4.2: 421 names the host).
     public static let table: [SMTPStatus: (code: Int, enhanced: String?, text: String)] = [
@@ -108,6 +135,24 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
         .timeout: (421, "4.4.2", "Error: timeout exceeded"),
         .tooManyErrors: (421, "4.7.0", "Error: too many errors"),
         .shuttingDown: (421, "4.3.2", "Service shutting down, closing transmission channel"),
+        .accessDenied: (554, "5.7.1", "Access denied"),
+        .tooManyConnections: (421, "4.7.0", "Too many connections, try again later"),
+        .tooManyConnectionsFromHost: (421, "4.7.0", "Too many connections from your host"),
+        .tooManyFailedLogins: (454, "4.7.0", "Too many failed logins, try again later"),
+        .senderDomainUnresolvable: (550, "5.7.1", "Sender Domain must resolve"),
+        .senderDomainTemporary: (451, "4.4.3", "Temporary DNS failure checking the sender domain"),
+        .rateLimited: (451, "4.7.1", "Ratelimit reached"),
+        .networkNotAllowed: (550, "5.7.1", "Client host not allowed for this account"),
+        .senderNotOwned: (553, "5.7.1", "Sender address not owned by your account"),
+        .tlsRequired: (530, "5.7.0", "Must issue a STARTTLS command first"),
+        .reverseDNSFailed: (550, "5.7.25", "Reverse DNS validation failed for your IP address"),
+        .reverseDNSTemporary: (451, "4.7.25", "Temporary DNS failure checking reverse DNS"),
+        .temporaryFailure: (451, "4.3.0", "Temporary failure, try again later"),
+        .fromNotOwned: (550, "5.7.1", "From header missing or not owned by your account"),
+        .messageStoreFailed: (451, "4.3.0", "Temporary failure storing the message, try again later"),
+        .deliveryIncomplete: (451, "4.4.2", "Delivery incomplete"),
+        .deliveryHandedOff: (451, "4.3.0", "Not sent: delivery handed to another process"),
+        .noResultForRecipient: (451, "4.3.0", "No result for this recipient"),
     ]
 
     /// Statuses whose replies count as protocol errors (towards `maxErrors`).
@@ -139,5 +184,54 @@ extension SMTPReply {
     /// The table reply for `status`.
     public init(_ status: SMTPStatus, hostname: String? = nil) {
         self = status.reply(hostname: hostname)
+    }
+}
+
+/// The parameterised rows of the table: replies whose text names a host, an id or a finding.
+extension SMTPReply {
+    /// 220: the greeting, `<hostname> <text>` (RFC 5321 §4.2: the greeting names the host).
+    public static func greeting(hostname: String, text: String) -> SMTPReply {
+        SMTPReply(code: 220, "\(hostname) \(text)")
+    }
+    /// 250 to EHLO: the hostname, then one line per extension.
+    public static func ehlo(hostname: String, extensions: [String]) -> SMTPReply {
+        SMTPReply(code: 250, lines: [hostname] + extensions)
+    }
+    /// 250 to HELO: the hostname alone.
+    public static func helo(hostname: String) -> SMTPReply { SMTPReply(code: 250, hostname) }
+    /// 334: a SASL challenge, base64 (empty for PLAIN without an initial response).
+    public static func authChallenge(_ base64: String) -> SMTPReply { SMTPReply(code: 334, lines: [base64]) }
+    /// 250 to the final dot: the message is stored under `id`.
+    public static func queued(as id: String) -> SMTPReply {
+        SMTPReply(code: 250, enhanced: "2.0.0", "Ok: queued as \(id)")
+    }
+
+    /// 421 4.4.1 (synthetic, SMTP client): no connection to the next hop.
+    public static func connectionFailed(host: String, port: Int) -> SMTPReply {
+        SMTPReply(code: 421, enhanced: "4.4.1", "Connection to \(host):\(port) failed")
+    }
+    /// 451 4.4.2 (synthetic, SMTP client): the peer did not answer `stage` in time.
+    public static func replyTimeout(during stage: String) -> SMTPReply {
+        SMTPReply(code: 451, enhanced: "4.4.2", "Timeout waiting for reply to \(stage)")
+    }
+    /// 451 4.4.2 (synthetic, SMTP client): the connection broke during `stage`.
+    public static func connectionLost(during stage: String) -> SMTPReply {
+        SMTPReply(code: 451, enhanced: "4.4.2", "Connection lost during \(stage)")
+    }
+    /// 451 4.4.4 (egress): no next hop for the recipient's domain.
+    public static func noRoute(to domain: String) -> SMTPReply {
+        SMTPReply(code: 451, enhanced: "4.4.4", "No route to \(domain) (no static route; MX routing not configured)")
+    }
+    /// 554 5.7.1 (scanner): the first finding of the virus scan.
+    public static func virusFound(signature: String, part: String, engine: String) -> SMTPReply {
+        SMTPReply(code: 554, enhanced: "5.7.1", "Message rejected: virus \(signature) found in \(part) (engine \(engine))")
+    }
+    /// 554 5.4.7 (stage runner): a stage kept failing past the maximum age; `reason` is clipped
+    /// to 200 characters and the text kept on one line.
+    public static func expired(stage: String, hours: Int, reason: String) -> SMTPReply {
+        let clipped = reason.count > 200 ? String(reason.prefix(200)) + "…" : reason
+        let text = "Delivery time expired: the \(stage) stage kept failing for \(hours) h (\(clipped))"
+            .replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
+        return SMTPReply(code: 554, enhanced: "5.4.7", text)
     }
 }

@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 import Logging
 import SMGRedis
+import SMGStore
 import SMGTestSupport
 import SMGDKIM
 @testable import SMGDKIMKeys
@@ -55,7 +56,7 @@ final class DKIMKeyStoreTests: XCTestCase {
     }
 
     func testCreateListSignAndNothingSecretInRedis() async throws {
-        let store = DKIMKeyStore(redis: redis, prefix: "t:", masterKey: try masterKey())
+        let store = DKIMKeyStore(redis: redis, keys: Keyspace(prefix: "t:"), masterKey: try masterKey())
         let ed = try await store.create(domain: "Customer.Example", selector: "ed1", algorithm: .ed25519SHA256)
         let rsa = try await store.create(domain: "customer.example", selector: "rsa1", algorithm: .rsaSHA256)
         XCTAssertEqual(ed.domain, "customer.example")
@@ -87,7 +88,7 @@ final class DKIMKeyStoreTests: XCTestCase {
         XCTAssertEqual(domains, ["customer.example"])
 
         // Another master key cannot open them.
-        let other = DKIMKeyStore(redis: redis, prefix: "t:", masterKey: try DKIMMasterKey(bytes: Array(repeating: 9, count: 32)))
+        let other = DKIMKeyStore(redis: redis, keys: Keyspace(prefix: "t:"), masterKey: try DKIMMasterKey(bytes: Array(repeating: 9, count: 32)))
         do {
             _ = try await other.signingKeys(domain: "customer.example")
             XCTFail("opened with the wrong master key")
@@ -100,7 +101,7 @@ final class DKIMKeyStoreTests: XCTestCase {
         let edJSON = fields[fields.firstIndex(of: "ed1")! + 1]
         _ = try await redis.command("HSET", "t:dkim:customer.example", "rsa1",
                                     .init(edJSON.replacingOccurrences(of: "\"selector\":\"ed1\"", with: "\"selector\":\"rsa1\"")))
-        let fresh = DKIMKeyStore(redis: redis, prefix: "t:", masterKey: try masterKey())
+        let fresh = DKIMKeyStore(redis: redis, keys: Keyspace(prefix: "t:"), masterKey: try masterKey())
         do {
             _ = try await fresh.signingKeys(domain: "customer.example")
             XCTFail("a key moved to another slot was accepted")
@@ -110,7 +111,7 @@ final class DKIMKeyStoreTests: XCTestCase {
     }
 
     func testRotateKeepsOldKeyPublishedAsRetiring() async throws {
-        let store = DKIMKeyStore(redis: redis, prefix: "t:", masterKey: try masterKey(), cacheTTL: .seconds(60))
+        let store = DKIMKeyStore(redis: redis, keys: Keyspace(prefix: "t:"), masterKey: try masterKey(), cacheTTL: .seconds(60))
         try await store.create(domain: "example.org", selector: "ed-2025", algorithm: .ed25519SHA256)
         try await store.create(domain: "example.org", selector: "rsa-2025", algorithm: .rsaSHA256)
         let before = try await store.signingKeys(domain: "example.org")
@@ -143,7 +144,7 @@ final class DKIMKeyStoreTests: XCTestCase {
     }
 
     func testMessageSignerPicksDomainAndSaysWhyNot() async throws {
-        let store = DKIMKeyStore(redis: redis, prefix: "t:", masterKey: try masterKey())
+        let store = DKIMKeyStore(redis: redis, keys: Keyspace(prefix: "t:"), masterKey: try masterKey())
         try await store.create(domain: "parent.example", selector: "s1", algorithm: .ed25519SHA256)
         let signer = DKIMMessageSigner(store: store, domainMap: ["*.customers.example": "parent.example"])
         let mapped = try await signer.sign(Array("From: a@shop.customers.example\r\nDate: x\r\n\r\nhi\r\n".utf8), time: 1)
