@@ -116,7 +116,7 @@ public struct DeliveryWorker: StageWorker {
             let result = await SMTPClient.deliver(
                 to: hop.host, port: hop.port, reversePath: message.envelope.sender, recipients: addresses,
                 message: ByteBuffer(bytes: message.outgoingBody), configuration: client, group: context.eventLoopGroup,
-                logger: context.logger, beforeData: { await lease.confirm() })
+                logger: context.logger, beforeData: { await lease.confirmBeforeSideEffect() })
             if result.abandonedBeforeData {
                 context.logger.warning("lease lost before DATA; not sent", metadata: ["next_hop": .string(hop.description)])
                 leaseLost = true

@@ -53,13 +53,15 @@ public final class Lease: Sendable {
     let store: MessageStore
     private let state: Locked<(confirmed: ContinuousClock.Instant, lost: Bool)>
 
-    init(id: MessageID, topic: String, owner: String, milliseconds: Int, store: MessageStore) {
+    /// `claimedAt`: when the claim that took the lease was sent (the lease runs from about then).
+    init(id: MessageID, topic: String, owner: String, milliseconds: Int, store: MessageStore,
+         claimedAt: ContinuousClock.Instant) {
         self.id = id
         self.topic = topic
         self.owner = owner
         self.milliseconds = milliseconds
         self.store = store
-        state = Locked((ContinuousClock.now, false))
+        state = Locked((claimedAt, false))
     }
 
     /// True when another process has (or may have) taken the message over: Redis said so, or the
@@ -80,6 +82,16 @@ public final class Lease: Sendable {
         } catch {
             return false
         }
+    }
+
+    /// The check before a side effect outside the gateway (SMTP DATA): true when this worker
+    /// certainly still holds the lease. A lease confirmed less than a third of its length ago
+    /// (by the claim or the heartbeat, on the monotonic clock, which keeps running while the
+    /// process is stopped) cannot have been taken over; otherwise Redis is asked (`confirm`).
+    /// So a normal delivery costs no extra round trip, and a stalled one always asks.
+    public func confirmBeforeSideEffect() async -> Bool {
+        let fresh = state.withLock { !$0.lost && ContinuousClock.now - $0.confirmed < .milliseconds(milliseconds / 3) }
+        return fresh ? true : await confirm()
     }
 
     /// Renews every third of the lease until cancelled or lost.
@@ -191,6 +203,8 @@ public final class StageRunner: Service, Sendable {
     let slots: WorkSlots
     let redisState = Locked<RedisWatch>(RedisWatch())
     let loopsAlive = Locked<Set<String>>([])
+    /// Output topic → when a full-length hand-over to it last failed (nil: it works).
+    let handOverFailing = Locked<[String: ContinuousClock.Instant]>([:])
     let processed: Counter
     let failed: Counter
     let redriven: Counter
@@ -383,6 +397,7 @@ public final class StageRunner: Service, Sendable {
 
     func claimAndHandle(_ id: MessageID, _ outputs: [String: BusPusher]) async {
         let token = newToken()
+        let claimedAt = ContinuousClock.now
         let claim: MessageStore.Claim
         do {
             claim = try await process.store.claimAndLoad(id, topic: settings.inputTopic, owner: token,
@@ -399,8 +414,10 @@ public final class StageRunner: Service, Sendable {
         }
         switch claim {
         case .notYours: return   // done already, or someone else has it
-        case .missing: await handle(id, token: token, preloaded: nil, outputs: outputs, redriven: false)
-        case .claimed(let message): await handle(id, token: token, preloaded: message, outputs: outputs, redriven: false)
+        case .missing:
+            await handle(id, token: token, claimedAt: claimedAt, preloaded: nil, outputs: outputs, redriven: false)
+        case .claimed(let message):
+            await handle(id, token: token, claimedAt: claimedAt, preloaded: message, outputs: outputs, redriven: false)
         }
     }
 
@@ -416,6 +433,7 @@ public final class StageRunner: Service, Sendable {
                     free = 1 + slots.tryAcquire(upTo: settings.concurrency - 1)
                 }
                 let token = newToken()
+                let claimedAt = ContinuousClock.now
                 let ids: [MessageID]
                 do {
                     ids = try await process.store.claimExpired(topic: settings.inputTopic, owner: token,
@@ -434,7 +452,8 @@ public final class StageRunner: Service, Sendable {
                 for id in ids {
                     group.addTask {
                         defer { self.slots.release() }
-                        await self.handle(id, token: token, preloaded: nil, outputs: outputs, redriven: true)
+                        await self.handle(id, token: token, claimedAt: claimedAt, preloaded: nil, outputs: outputs,
+                                          redriven: true)
                     }
                 }
                 if ids.count < free { try? await Task.sleep(for: settings.redriveInterval) }
@@ -486,15 +505,16 @@ public final class StageRunner: Service, Sendable {
     /// stalled process loses its messages to redrive. Recording the outcome (commit, release,
     /// events) runs in a task that does not inherit cancellation: a worker interrupted at shutdown
     /// still gives its lease back, and a delivery that completed is still recorded.
-    func handle(_ id: MessageID, token owner: String, preloaded: StoredMessage?, outputs: [String: BusPusher],
-                redriven: Bool) async {
+    func handle(_ id: MessageID, token owner: String, claimedAt: ContinuousClock.Instant, preloaded: StoredMessage?,
+                outputs: [String: BusPusher], redriven: Bool) async {
         var logger = process.logger
         logger[metadataKey: "msgid"] = .string(id.rawValue)
         logger[metadataKey: "stage"] = .string(settings.name)
         let started = ContinuousClock.now
         let store = process.store
         let topic = settings.inputTopic
-        let lease = Lease(id: id, topic: topic, owner: owner, milliseconds: settings.lease.milliseconds, store: store)
+        let lease = Lease(id: id, topic: topic, owner: owner, milliseconds: settings.lease.milliseconds, store: store,
+                          claimedAt: claimedAt)
         let heartbeat = Task { [logger] in await lease.heartbeat(logger: logger) }
         defer { heartbeat.cancel() }
         let loaded: StoredMessage?
@@ -556,8 +576,14 @@ public final class StageRunner: Service, Sendable {
                 logger.error("no producer for topic \(next); the message will be redriven")
                 return
             }
+            // While the next stage is absent or full, hand-over attempts are short: the message is
+            // already in the next pending set (redriven from there), and a work slot must not
+            // wait half a second per message for a stage that is down.
+            let struggling = handOverFailing.withLock { $0[next].map { ContinuousClock.now - $0 < .seconds(1) } ?? false }
             let sent = await pusher.send(BusMessage(topic: next, payload: Array(id.rawValue.utf8)),
-                                         timeout: .milliseconds(500))
+                                         timeout: struggling ? .milliseconds(5) : .milliseconds(500))
+            // Only a full-length attempt that failed starts another second of short ones.
+            handOverFailing.withLock { if sent { $0[next] = nil } else if !struggling { $0[next] = ContinuousClock.now } }
             if !sent {
                 logger.debug("next stage busy or absent; message waits for redrive", metadata: ["topic": .string(next)])
             }
