@@ -21,7 +21,7 @@ extension NDRSender {
                                instance: process)
         guard let (ndr, sent) = writer.make(for: message, recipients: report, reason: reason, kind: kind, now: now)
         else { return nil }
-        return NDRMessage(id: ndr.id, envelope: ndr.envelope, body: ndr.body, accepted: ndr.accepted, sent: sent)
+        return NDRMessage(message: ndr, sent: sent)
     }
 
     /// The enhanced status code (RFC 3463) of a reply like `550 5.1.1 No such user`; `5.0.0` when it has none.

@@ -163,21 +163,15 @@ public struct QueueSummary: Sendable, Hashable {
     public var quarantined: Int
 }
 
-/// A new message to store with a bounce (the NDR): built by `SMGNDR`, stored by the bounce script.
+/// The NDR an operator bounce stores (built by `SMGNDR`, stored by the bounce script), and the
+/// `ndr.sent` event recorded on the original message.
 public struct NDRMessage: Sendable {
-    public var id: MessageID
-    public var envelope: Envelope
-    public var body: [UInt8]
-    /// Its `accepted` event.
-    public var accepted: Event
-    /// The `ndr.sent` event recorded on the original message.
+    public var message: NewMessage
     public var sent: Event
+    public var id: MessageID { message.id }
 
-    public init(id: MessageID, envelope: Envelope, body: [UInt8], accepted: Event, sent: Event) {
-        self.id = id
-        self.envelope = envelope
-        self.body = body
-        self.accepted = accepted
+    public init(message: NewMessage, sent: Event) {
+        self.message = message
         self.sent = sent
     }
 }
@@ -592,8 +586,8 @@ public struct QueueAdmin: Sendable {
         args.append(.init(change.events.count))
         args += change.events.map { .init($0.jsonBytes()) }
         if let ndr = change.ndr {
-            args += ["1", .init(ndr.id.rawValue), .init(ndr.envelope.jsonBytes()), .init(ndr.body),
-                     .init(ndr.accepted.jsonBytes())]
+            args += ["1", .init(ndr.id.rawValue), .init(ndr.message.envelope.jsonBytes()), .init(ndr.message.body),
+                     .init(ndr.message.accepted.jsonBytes())]
         } else {
             args.append("0")
         }

@@ -101,8 +101,8 @@ final class QueueAdminTests: XCTestCase {
                            recipients: [Recipient(address: message.envelope.sender)],
                            submission: message.envelope.submission)
         let body = Array("Subject: NDR\r\n\r\n\(bounced.map(\.address).joined(separator: ","))\r\n".utf8)
-        return NDRMessage(id: id, envelope: env, body: body,
-                          accepted: Event(type: EventType.accepted, id: id, site: "s", process: "p", facts: ["sender": ""]),
+        let accepted = Event(type: EventType.accepted, id: id, site: "s", process: "p", facts: ["sender": ""])
+        return NDRMessage(message: NewMessage(id: id, envelope: env, body: body, accepted: accepted, topic: "mail.accepted"),
                           sent: Event(type: EventType.ndrSent, id: message.id, site: "s", process: "p",
                                       facts: ["ndr": .string(id.rawValue)]))
     }
