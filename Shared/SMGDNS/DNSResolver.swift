@@ -23,7 +23,8 @@ public final class DNSResolver: Sendable {
     public let cache: DNSCache?
     private let addresses: [SocketAddress]
     private let group: any EventLoopGroup
-    private let logger: Logger
+    /// Internal so the lookups built on top of the resolver (e.g. `mailDestination`) log to the same place.
+    let logger: Logger
 
     /// - Parameters:
     ///   - cache: `DNSCache.shared` by default; nil disables caching.
