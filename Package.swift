@@ -48,6 +48,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
     ],
     targets: [
         // C libraries, quarantined.
@@ -84,7 +85,10 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "SMTPServer", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, nioSSL, logging],
                 path: "Shared/SMTPServer", swiftSettings: strict),
-        .target(name: "SMTPClient", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
+        .target(name: "SMTPClient",
+                dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, nioSSL, logging, crypto,
+                               .product(name: "NIOTLS", package: "swift-nio"),
+                               .product(name: "X509", package: "swift-certificates")],
                 path: "Shared/SMTPClient", swiftSettings: strict),
         .target(name: "SMGConfig", dependencies: [.product(name: "Yams", package: "Yams")], path: "Shared/SMGConfig",
                 swiftSettings: strict),

@@ -42,14 +42,20 @@ public struct Recipient: Sendable, Codable, Hashable {
     public var attempts: Int
     public var lastReply: String?
     public var nextAttempt: Date?
+    /// The host that gave `lastReply` (`mx.example.net[192.0.2.1]`), nil when the reply was the
+    /// gateway's own (no route, DNS failure, connection refused before a greeting).
+    public var remoteMTA: String?
+    /// A "still trying" notice was sent for this recipient (egress.delay_warning_after).
+    public var delayNotified: Bool?
 
     public init(address: String, state: RecipientState = .pending, attempts: Int = 0, lastReply: String? = nil,
-                nextAttempt: Date? = nil) {
+                nextAttempt: Date? = nil, remoteMTA: String? = nil) {
         self.address = address
         self.state = state
         self.attempts = attempts
         self.lastReply = lastReply
         self.nextAttempt = nextAttempt
+        self.remoteMTA = remoteMTA
     }
 
     /// The domain part, lower-cased (`""` when there is none).

@@ -83,6 +83,8 @@ public enum EventType {
     public static let deferred = "deferred"
     public static let bounced = "bounced"
     public static let ndrSent = "ndr.sent"
+    /// Every source address of an egress lane is drained: its mail waits (R17; never the other lane).
+    public static let poolExhausted = "pool.exhausted"
     public static let redriven = "redriven"
     public static let stageError = "stage.error"
     /// A message whose record cannot be read was moved to the quarantine set.

@@ -3,202 +3,445 @@ public import SMGRuntime
 public import SMGStore
 public import SMTPClient
 public import SMGNDR
+public import SMGDNS
 import SMTPProtocol
 import NIOCore
 import Logging
 import Foundation
 
-/// Configuration keys of the delivery engine (good and bad egress share them; each runs with
-/// its own file: its own source address, HELO name and topic).
-public enum DeliveryKeys {
-    public static let heloName = ConfigKey<String>.string(
-        "egress.helo_name", default: "localhost", help: "Name this egress says in EHLO (must match its IP's PTR in production).")
-    public static let sourceAddress = ConfigKey<String>.string(
-        "egress.source_address", default: "", help: "Local IP to send from (good and bad egress use different ones); empty = any.")
-    public static let routes = ConfigMapKey(
-        "egress.routes", help: "Static next hops: domain (or .parent, or *) → host:port; like Postfix transport maps.")
-    public static let defaultPort = ConfigKey<Int>.int(
-        "egress.port", default: 25, range: 1...65535, help: "Port of a next hop when a route gives none.")
-    public static let retrySchedule = ConfigKey<[Duration]>.durations(
-        "egress.retry_schedule", default: "1m,5m,15m,30m,1h,2h,4h",
-        help: "Waits between delivery attempts of a deferred recipient; the last one repeats.")
-    public static let maxLifetime = ConfigKey.duration(
-        "egress.max_lifetime", default: "5d", min: .seconds(1), max: .seconds(30 * 86400),
-        help: "A recipient still deferred this long after acceptance is bounced.")
-    public static let lease = ConfigKey.duration(
-        "egress.lease", default: "60s", min: .seconds(3), max: .seconds(86400),
-        help: "How long a message stays owned by an egress without a renewal (renewed every third of it while SMTP sessions run; confirmed before every DATA); a killed or stalled egress's messages are taken over after it.")
-    public static let connectTimeout = ConfigKey.duration(
-        "egress.connect_timeout", default: "30s", min: .milliseconds(100), max: .seconds(600), help: "TCP connect timeout.")
-    public static let commandTimeout = ConfigKey.duration(
-        "egress.command_timeout", default: "5m", min: .milliseconds(100), max: .seconds(3600),
-        help: "Wait for each SMTP reply (RFC 5321 §4.5.3.2 suggests 5 minutes).")
-    public static let dataTimeout = ConfigKey.duration(
-        "egress.data_timeout", default: "10m", min: .milliseconds(100), max: .seconds(3600),
-        help: "Wait for the reply to the end of DATA (RFC 5321: 10 minutes).")
-
-    public static let all: [AnyConfigKey] = [
-        heloName.erased, sourceAddress.erased, routes.erased, defaultPort.erased, retrySchedule.erased,
-        maxLifetime.erased, lease.erased, connectTimeout.erased, commandTimeout.erased, dataTimeout.erased,
-    ]
-}
-
-/// The delivery engine: one SMTP transaction per next hop, one outcome per recipient.
+/// The delivery engine of both egress lanes (R13, R17, R18).
 ///
-/// Per recipient: 2xx → `delivered`; 5xx → `bounced`; 4xx or no connection → `deferred` with
-/// the next attempt on the retry schedule, until `egress.max_lifetime`, then `bounced`.
-/// Only recipients that are not final yet are tried again. When the message is done and some
-/// recipients bounced, one NDR lists them all (RFC 3464, through `ndr`; none for a null sender).
+/// Per message: only recipients that are not final and whose own retry time has come are tried.
+/// They are grouped by domain; each group goes to its static route (`egress.routes`, which wins)
+/// or to the domain's MX hosts (`DNSResolver.mailDestination`: preference order, random among
+/// equals, implicit MX, null MX, loops, non-public addresses). Addresses are tried in order until
+/// one session delivered the group's transaction, at most `egress.mx_address_limit` addresses and
+/// `egress.mx_session_limit` sessions. Each session uses a source address of the lane's pool (in
+/// rotation, drained ones skipped — never the other lane's), opportunistic STARTTLS (a failed
+/// handshake is retried once in plaintext), and is kept for the next message to the same
+/// destination. Outcomes follow `DeliveryPlanner`.
 public struct DeliveryWorker: StageWorker {
     public let lane: Lane
     public let routes: RouteTable
-    public let retrySchedule: [Duration]
-    public let maxLifetime: Duration
-    public let client: SMTPClientConfiguration
+    public let planner: DeliveryPlanner
     public let ndr: NDRSender?
+    let resolver: DNSResolver?
+    let pool: SourcePool
+    let cache: ConnectionCache
+    let trust: TLSTrust?
+    let policy: MailDestinationPolicy
+    let timeouts: SMTPClientStateMachine.Timeouts
+    let connectTimeout: TimeAmount
+    let port: Int
+    let sessionLimit: Int
+    let maxReceived: Int
+    let concurrency: Int
+    let rates: [String: Int]
 
-    public init(lane: Lane, config: Config, ndr: NDRSender? = nil) throws {
+    public init(lane: Lane, config: Config, ndr: NDRSender? = nil, resolver: DNSResolver? = nil,
+                poolStore: SourcePoolStore? = nil) throws {
         self.lane = lane
         self.ndr = ndr
+        self.resolver = resolver
         do {
             routes = try RouteTable(config.get(DeliveryKeys.routes), defaultPort: try config.get(DeliveryKeys.defaultPort))
         } catch let error as RouteTable.ParseError {
             throw ConfigError(key: DeliveryKeys.routes.name, source: "config", problem: error.description)
         }
-        retrySchedule = try config.get(DeliveryKeys.retrySchedule)
-        maxLifetime = try config.get(DeliveryKeys.maxLifetime)
-        let source = try config.get(DeliveryKeys.sourceAddress)
-        client = SMTPClientConfiguration(
-            heloName: try config.get(DeliveryKeys.heloName),
-            connectTimeout: .milliseconds(Int64(try config.get(DeliveryKeys.connectTimeout).milliseconds)),
-            greetingTimeout: .milliseconds(Int64(try config.get(DeliveryKeys.commandTimeout).milliseconds)),
-            commandTimeout: .milliseconds(Int64(try config.get(DeliveryKeys.commandTimeout).milliseconds)),
-            dataTimeout: .milliseconds(Int64(try config.get(DeliveryKeys.dataTimeout).milliseconds)),
-            sourceAddress: source.isEmpty ? nil : source)
+        let delay = try config.get(DeliveryKeys.delayWarning)
+        planner = DeliveryPlanner(retrySchedule: try config.get(DeliveryKeys.retrySchedule),
+                                  maxLifetime: try config.get(DeliveryKeys.maxLifetime),
+                                  delayWarning: delay.milliseconds > 0 ? delay : nil)
+        // The pool: egress.pool, or the single egress.source_address / egress.helo_name.
+        var entries: [SourceAddress] = []
+        for (address, helo) in config.get(DeliveryKeys.pool).sorted(by: { $0.key < $1.key }) {
+            guard DNSIPAddress(parsing: address) != nil else {
+                throw ConfigError(key: DeliveryKeys.pool.name, source: "config", problem: "\"\(address)\" is not an IP address")
+            }
+            guard !helo.isEmpty, !helo.contains(" ") else {
+                throw ConfigError(key: DeliveryKeys.pool.name, source: "config", problem: "\"\(address)\": bad HELO name \"\(helo)\"")
+            }
+            entries.append(SourceAddress(address: address, heloName: helo))
+        }
+        if entries.isEmpty {
+            let source = try config.get(DeliveryKeys.sourceAddress)
+            if !source.isEmpty, DNSIPAddress(parsing: source) == nil {
+                throw ConfigError(key: DeliveryKeys.sourceAddress.name, source: "config", problem: "\"\(source)\" is not an IP address")
+            }
+            entries.append(SourceAddress(address: source.isEmpty ? nil : source, heloName: try config.get(DeliveryKeys.heloName)))
+        }
+        pool = SourcePool(entries: entries, store: poolStore)
+        cache = ConnectionCache(reuseLimit: try config.get(DeliveryKeys.reuseLimit),
+                                idleTimeout: try config.get(DeliveryKeys.idleTimeout))
+        if try config.get(DeliveryKeys.tls) == "none" {
+            trust = nil
+        } else {
+            do { trust = try TLSTrust(extraAnchorsFile: try config.get(DeliveryKeys.tlsCAFile)) } catch {
+                throw ConfigError(key: DeliveryKeys.tlsCAFile.name, source: "config", problem: "\(error)")
+            }
+        }
+        func list(_ key: ConfigKey<String>) throws -> [String] {
+            try config.get(key).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        policy = MailDestinationPolicy(
+            maxAddresses: try config.get(DeliveryKeys.mxAddressLimit),
+            preference: AddressPreference(rawValue: try config.get(DeliveryKeys.addressPreference)) ?? .ipv4,
+            families: AddressFamilies(rawValue: try config.get(DeliveryKeys.addressFamilies)) ?? .both,
+            allowNonPublic: try config.get(DeliveryKeys.allowNonPublic),
+            localAddresses: Set(try list(DeliveryKeys.localAddresses) + entries.compactMap(\.address)),
+            localNames: Set((try list(DeliveryKeys.localNames) + entries.map(\.heloName)).map { $0.lowercased() }))
+        var t = SMTPClientStateMachine.Timeouts()
+        let command = TimeAmount.milliseconds(Int64(try config.get(DeliveryKeys.commandTimeout).milliseconds))
+        t.greeting = command
+        t.command = command
+        t.mail = command
+        t.rcpt = command
+        t.dataInitiation = min(command, .minutes(2))
+        t.dataTermination = .milliseconds(Int64(try config.get(DeliveryKeys.dataTimeout).milliseconds))
+        t.tlsHandshake = min(command, .minutes(1))
+        timeouts = t
+        connectTimeout = .milliseconds(Int64(try config.get(DeliveryKeys.connectTimeout).milliseconds))
+        port = try config.get(DeliveryKeys.defaultPort)
+        sessionLimit = try config.get(DeliveryKeys.mxSessionLimit)
+        maxReceived = try config.get(DeliveryKeys.maxReceived)
+        concurrency = try config.get(DeliveryKeys.destinationConcurrency)
+        var rates: [String: Int] = [:]
+        for (domain, text) in config.get(DeliveryKeys.destinationRate) {
+            guard let n = Int(text), n > 0 else {
+                throw ConfigError(key: DeliveryKeys.destinationRate.name, source: "config",
+                                  problem: "\"\(domain)\": \"\(text)\" is not a positive number of messages per minute")
+            }
+            rates[domain.lowercased()] = n
+        }
+        self.rates = rates
+        let cache = self.cache
+        Task.detached {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                await cache.sweep()
+            }
+        }
+    }
+
+    /// One recipient group's shared fate while it is being delivered.
+    struct Group {
+        var domain: String
+        var indices: [Int]
     }
 
     public func process(_ message: StoredMessage, context: StageContext) async throws -> StageOutcome {
         let id = message.id
         let now = Date()
+        let receivedAt = message.envelope.submission.receivedAt
         var recipients = message.recipients
-        // Only recipients that are not final and whose own retry time has come (each deferred
-        // recipient keeps its own backoff; the message wakes up at the earliest of them).
         let open = recipients.indices.filter {
             !recipients[$0].state.isFinal && (recipients[$0].nextAttempt.map { $0 <= now } ?? true)
         }
         var events: [Event] = []
-        let expired = now.timeIntervalSince(message.envelope.submission.receivedAt) * 1000
-            >= Double(maxLifetime.milliseconds)
+        var attempted = Set<Int>()
+        var deliveredAny = false
 
-        // One SMTP transaction per next hop.
-        var byHop: [RouteTable.NextHop: [Int]] = [:]
-        for index in open {
-            if let hop = routes.lookup(domain: recipients[index].domain) {
-                byHop[hop, default: []].append(index)
-            } else {
-                let reply = SMTPReply.noRoute(to: recipients[index].domain).description
-                apply(reply: reply, transient: true, to: index, in: &recipients, now: now, expired: expired,
-                      hop: nil, events: &events, id: id, context: context)
+        func record(_ outcome: AttemptOutcome, _ index: Int, facts extra: [String: JSONValue] = [:]) {
+            attempted.insert(index)
+            let verdict = planner.apply(outcome, to: &recipients[index], now: now, receivedAt: receivedAt)
+            var facts: [String: JSONValue] = [
+                "recipient": .string(recipients[index].address), "reply": .string(recipients[index].lastReply ?? ""),
+                "attempts": .int(recipients[index].attempts), "lane": .string(lane.rawValue),
+            ]
+            if let remote = recipients[index].remoteMTA { facts["remote_mta"] = .string(remote) }
+            for (k, v) in extra { facts[k] = v }
+            switch verdict {
+            case .delivered:
+                deliveredAny = true
+                events.append(context.event(EventType.delivered, id: id, facts: facts))
+            case .deferred(let next):
+                facts["next_attempt"] = .string(Timestamp.format(next))
+                if case .postponed = outcome { facts["postponed"] = true }
+                events.append(context.event(EventType.deferred, id: id, facts: facts))
+            case .bounced(let expired):
+                if expired { facts["reason"] = "expired: still failing after egress.max_lifetime" }
+                events.append(context.event(EventType.bounced, id: id, facts: facts))
             }
         }
-        var attempted = Set(open)
+
+        // A message that went round too often is a loop, whoever it is for (RFC 5321 §6.3).
+        let received = Self.receivedCount(message.outgoingBody)
+        if received > maxReceived {
+            let reply = SMTPReply(code: 554, enhanced: "5.4.6", "too many Received headers (\(received)): mail loop")
+            for index in open { record(.reply(reply, remoteMTA: nil), index) }
+            return finish(message, recipients, open: open, attempted: attempted, events: events, delivered: false,
+                          leaseLost: false, now: now, context: context)
+        }
+
+        var groups: [String: [Int]] = [:]
+        for index in open { groups[recipients[index].domain, default: []].append(index) }
         var leaseLost = false
-        for (hop, indices) in byHop.sorted(by: { $0.key.description < $1.key.description }) {
-            // A lease lost (a stall, Redis away) stops the worker before its next side effect; what
-            // it already delivered is still recorded.
+        for (domain, indices) in groups.sorted(by: { $0.key < $1.key }) {
             if !leaseLost, context.lease.isLost, !(await context.lease.confirm()) { leaseLost = true }
-            if leaseLost {
-                attempted.subtract(indices)
-                continue
-            }
-            let addresses = indices.map { recipients[$0].address }
-            let lease = context.lease
-            let result = await SMTPClient.deliver(
-                to: hop.host, port: hop.port, reversePath: message.envelope.sender, recipients: addresses,
-                message: ByteBuffer(bytes: message.outgoingBody), configuration: client, group: context.eventLoopGroup,
-                logger: context.logger, beforeData: { await lease.confirmBeforeSideEffect() })
-            if result.abandonedBeforeData {
-                context.logger.warning("lease lost before DATA; not sent", metadata: ["next_hop": .string(hop.description)])
-                leaseLost = true
-                attempted.subtract(indices)
-                continue
-            }
-            let replies = Dictionary(result.recipients.map { ($0.recipient, $0.reply) }, uniquingKeysWith: { a, _ in a })
-            events.append(context.event(EventType.deliveryAttempt, id: id, facts: [
-                "lane": .string(lane.rawValue), "next_hop": .string(hop.description),
-                "recipients": .array(addresses.map { .string($0) }), "tls": "none",
-                "session": .string(result.sessionFailure.map { $0.description } ?? "ok"),
-            ]))
-            for index in indices {
-                let address = recipients[index].address
-                let reply = replies[address]
-                    ?? SMTPReply(.noResultForRecipient)
-                apply(reply: reply.description, transient: !reply.isPermanent && !reply.isPositiveCompletion,
-                      delivered: reply.isPositiveCompletion, to: index, in: &recipients, now: now, expired: expired,
-                      hop: hop, events: &events, id: id, context: context)
-            }
+            if leaseLost { break }
+            let outcome = await deliver(group: Group(domain: domain, indices: indices), message: message,
+                                        recipients: recipients, context: context, events: &events)
+            if outcome.abandoned { leaseLost = true }
+            for (index, result) in outcome.results { record(result.0, index, facts: result.1) }
         }
+        return finish(message, recipients, open: open, attempted: attempted, events: events, delivered: deliveredAny,
+                      leaseLost: leaseLost, now: now, context: context)
+    }
 
+    func finish(_ message: StoredMessage, _ recipients: [Recipient], open: [Int], attempted: Set<Int>, events: [Event],
+                delivered: Bool, leaseLost: Bool, now: Date, context: StageContext) -> StageOutcome {
+        var recipients = recipients
+        var events = events
         var fields: [String: String] = [:]
-        for index in open where attempted.contains(index) {
-            fields["rcpt:\(recipients[index].address)"] = recipients[index].jsonString()
-        }
-        let delivered = recipients.indices.contains { attempted.contains($0) && recipients[$0].state == .delivered }
         if leaseLost {
+            for index in open where attempted.contains(index) {
+                fields["rcpt:\(recipients[index].address)"] = recipients[index].jsonString()
+            }
             // Another egress owns the message now; the runner records what was delivered.
             return StageOutcome(events: events, fields: fields, transition: .retry(afterMilliseconds: 0),
                                 externalEffects: delivered)
         }
-        let waiting = recipients.compactMap { $0.state == .deferred ? $0.nextAttempt : nil }
-        if let next = waiting.min() {
-            let delay = max(0, Int(next.timeIntervalSince(now) * 1000))
-            return StageOutcome(events: events, fields: fields, transition: .retry(afterMilliseconds: delay),
-                                externalEffects: delivered)
-        }
-        // Done: one NDR for every recipient that bounced, in this attempt or an earlier one.
-        let bounced = recipients.filter { $0.state == .bounced }
+        let plan = planner.plan(recipients, now: now, receivedAt: message.envelope.submission.receivedAt)
         var newMessages: [NewMessage] = []
-        if let ndr, !bounced.isEmpty {
-            let report = bounced.map { r in
-                DSNRecipient(address: r.address, status: NDRSender.enhancedStatus(of: r.lastReply), diagnostic: r.lastReply)
+        var touched = attempted
+        if let ndr, !plan.delayed.isEmpty,
+           let (notice, sent) = ndr.make(for: message, recipients: plan.delayed,
+                                         reason: "delivery is delayed; the gateway is still trying and will tell you if it gives up.",
+                                         kind: "delay") {
+            newMessages.append(notice)
+            events.append(sent)
+            for index in recipients.indices where plan.delayed.contains(where: { $0.address == recipients[index].address }) {
+                recipients[index].delayNotified = true
+                touched.insert(index)
             }
-            let reason = bounced.count == 1 ? "the receiving mail server refused it or it could not be delivered in time."
+        }
+        for index in recipients.indices where touched.contains(index) {
+            fields["rcpt:\(recipients[index].address)"] = recipients[index].jsonString()
+        }
+        if case .done = plan.transition, let ndr, !plan.bounced.isEmpty {
+            var reason = plan.bounced.count == 1 ? "the receiving mail server refused it or it could not be delivered in time."
                 : "the receiving mail servers refused it or it could not be delivered in time."
-            if let (ndrMessage, sent) = ndr.make(for: message, recipients: report, reason: reason, kind: "bounce") {
-                newMessages.append(ndrMessage)
+            if lane == .bad { reason += " It was sent through the gateway's lane for suspected spam." }
+            if let (bounce, sent) = ndr.make(for: message, recipients: plan.bounced, reason: reason, kind: "bounce") {
+                newMessages.append(bounce)
                 events.append(sent)
             }
         }
-        return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: .done,
+        return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: plan.transition,
                             externalEffects: delivered)
     }
 
-    func apply(reply: String, transient: Bool, delivered: Bool = false, to index: Int, in recipients: inout [Recipient],
-               now: Date, expired: Bool, hop: RouteTable.NextHop?, events: inout [Event], id: MessageID,
-               context: StageContext) {
-        recipients[index].attempts += 1
-        recipients[index].lastReply = reply
-        var facts: [String: JSONValue] = [
-            "recipient": .string(recipients[index].address), "reply": .string(reply),
-            "attempts": .int(recipients[index].attempts), "lane": .string(lane.rawValue),
-        ]
-        if let hop { facts["next_hop"] = .string(hop.description) }
-        if delivered {
-            recipients[index].state = .delivered
-            recipients[index].nextAttempt = nil
-            events.append(context.event(EventType.delivered, id: id, facts: facts))
-        } else if transient && !expired {
-            let wait = retrySchedule[min(recipients[index].attempts - 1, retrySchedule.count - 1)]
-            let next = now.addingTimeInterval(Double(wait.milliseconds) / 1000)
-            recipients[index].state = .deferred
-            recipients[index].nextAttempt = next
-            facts["next_attempt"] = .string(Timestamp.format(next))
-            events.append(context.event(EventType.deferred, id: id, facts: facts))
-        } else {
-            recipients[index].state = .bounced
-            recipients[index].nextAttempt = nil
-            if transient { facts["reason"] = "expired: still failing after egress.max_lifetime" }
-            events.append(context.event(EventType.bounced, id: id, facts: facts))
+    struct GroupOutcome {
+        var results: [Int: (AttemptOutcome, [String: JSONValue])] = [:]
+        var abandoned = false
+    }
+
+    /// Delivers one domain's recipients: routing, then addresses in order until one session took them.
+    func deliver(group: Group, message: StoredMessage, recipients: [Recipient], context: StageContext,
+                 events: inout [Event]) async -> GroupOutcome {
+        var outcome = GroupOutcome()
+        func decideAll(_ result: AttemptOutcome, _ indices: [Int]) {
+            for index in indices { outcome.results[index] = (result, [:]) }
         }
+        // Where to: a static route, or the domain's mail exchangers.
+        var targets: [SMTPTarget] = []
+        let destinationKey: String
+        if let hop = routes.lookup(domain: group.domain) {
+            destinationKey = hop.description
+            if DNSIPAddress(parsing: hop.host) != nil {
+                targets = [SMTPTarget(hostname: nil, address: hop.host, port: hop.port)]
+            } else if let resolver {
+                let a = (try? await resolver.addresses(of: hop.host)) ?? .servfail
+                guard case .answer(let list, _, _) = a, !list.isEmpty else {
+                    decideAll(.reply(SMTPReply(code: 451, enhanced: "4.4.3", "cannot resolve route \(hop.host)"), remoteMTA: nil),
+                              group.indices)
+                    return outcome
+                }
+                targets = list.prefix(policy.maxAddresses).map { SMTPTarget(hostname: hop.host, address: "\($0)", port: hop.port) }
+            } else {
+                targets = [SMTPTarget(hostname: hop.host, address: hop.host, port: hop.port)]
+            }
+        } else {
+            destinationKey = group.domain
+            guard let resolver else {
+                decideAll(.reply(SMTPReply.noRoute(to: group.domain), remoteMTA: nil), group.indices)
+                return outcome
+            }
+            switch await resolver.mailDestination(for: group.domain, policy: policy) {
+            case .nullMX:
+                decideAll(.reply(SMTPReply(code: 556, enhanced: "5.1.10",
+                                           "\(group.domain) does not accept mail (null MX, RFC 7505)"), remoteMTA: nil),
+                          group.indices)
+                return outcome
+            case .permanentFailure(let status, let reason):
+                decideAll(.reply(SMTPReply(code: 550, enhanced: status, reason), remoteMTA: nil), group.indices)
+                return outcome
+            case .temporaryFailure(let status, let reason):
+                decideAll(.reply(SMTPReply(code: 451, enhanced: status, reason), remoteMTA: nil), group.indices)
+                return outcome
+            case .targets(let list):
+                targets = list.map { SMTPTarget(hostname: $0.host, address: "\($0.address)", port: port) }
+            }
+        }
+
+        // Limits: a busy or rate-limited destination waits without costing an attempt.
+        if let perMinute = rates[group.domain], !(await cache.takeRateToken(group.domain, perMinute: perMinute)) {
+            decideAll(.postponed(SMTPReply(code: 451, enhanced: "4.4.5", "rate limit of \(perMinute)/min for \(group.domain)"),
+                                 after: .seconds(Int64(max(1, 60 / perMinute)))), group.indices)
+            return outcome
+        }
+        var slot = await cache.acquire(destinationKey, limit: concurrency)
+        if !slot {
+            for _ in 0..<10 where !slot {
+                try? await Task.sleep(for: .milliseconds(100))
+                slot = await cache.acquire(destinationKey, limit: concurrency)
+            }
+        }
+        guard slot else {
+            decideAll(.postponed(SMTPReply(code: 451, enhanced: "4.4.5",
+                                           "\(concurrency) sessions to \(destinationKey) are busy"), after: .seconds(5)),
+                      group.indices)
+            return outcome
+        }
+        defer { Task { await cache.release(destinationKey) } }
+
+        var open = group.indices
+        var lastFailure = SMTPReply(code: 451, enhanced: "4.4.1", "no address of \(destinationKey) could be reached")
+        var lastRemote: String? = nil
+        var sessions = 0
+        let body = ByteBuffer(bytes: message.outgoingBody)
+        let mode: SMTPClientStateMachine.TLSMode = trust == nil ? .never : .opportunistic
+        for target in targets where !open.isEmpty && sessions < sessionLimit {
+            if context.lease.isLost, !(await context.lease.confirm()) {
+                outcome.abandoned = true
+                return outcome
+            }
+            let (pick, exhausted) = await pool.next(ipv6: target.address.contains(":"), logger: context.logger)
+            guard let source = pick else {
+                if exhausted {
+                    lastFailure = SMTPReply(code: 451, enhanced: "4.4.5",
+                                            "every source address of the \(lane.rawValue) pool is drained; waiting for one")
+                    events.append(context.event(EventType.poolExhausted, id: message.id, facts: [
+                        "lane": .string(lane.rawValue), "pool": .array(pool.entries.map { .string($0.description) }),
+                    ]))
+                    context.logger.critical("every source address of the pool is drained: mail waits",
+                                            metadata: ["lane": "\(lane.rawValue)"])
+                    break
+                }
+                continue   // no source of this family: try the next address
+            }
+            let key = ConnectionCache.Key(target: target, source: source.address, tls: trust == nil ? "none" : "may")
+            var session: SMTPSession
+            var reused = false
+            if let cached = await cache.take(key) {
+                session = cached
+                reused = true
+            } else {
+                var opened = await SMTPSession.open(
+                    target: target, sourceAddress: source.address, heloName: source.heloName, tlsMode: mode, trust: trust,
+                    timeouts: timeouts, connectTimeout: connectTimeout, group: context.eventLoopGroup, logger: context.logger)
+                if case .failure(let f) = opened, f.tlsHandshakeFailed {
+                    // Postfix's "may": a broken handshake is retried once without TLS.
+                    context.logger.info("TLS handshake failed; retrying in plaintext", metadata: ["target": "\(target)"])
+                    opened = await SMTPSession.open(
+                        target: target, sourceAddress: source.address, heloName: source.heloName, tlsMode: .never,
+                        trust: nil, timeouts: timeouts, connectTimeout: connectTimeout, group: context.eventLoopGroup,
+                        logger: context.logger)
+                }
+                switch opened {
+                case .failure(let f):
+                    if !f.connectFailed { sessions += 1 }
+                    lastFailure = f.reply
+                    lastRemote = f.connectFailed ? nil : target.hostname ?? target.address
+                    events.append(attemptEvent(message.id, target: target, source: source, tls: nil,
+                                               recipients: open.map { recipients[$0].address }, session: f.reply.description,
+                                               context: context))
+                    continue
+                case .success(let s):
+                    session = s
+                    sessions += 1
+                }
+            }
+            let addresses = open.map { recipients[$0].address }
+            let lease = context.lease
+            let sent = await session.send(reversePath: message.envelope.sender, recipients: addresses, message: body,
+                                          beforeData: { await lease.confirmBeforeSideEffect() })
+            events.append(attemptEvent(message.id, target: target, source: source, tls: session.tls,
+                                       recipients: addresses, session: sent.sessionFailure?.description ?? "ok",
+                                       reused: reused, context: context))
+            if sent.abandoned {
+                context.logger.warning("lease lost before DATA; not sent", metadata: ["target": "\(target)"])
+                outcome.abandoned = true
+                await cache.put(session, key: key)
+                return outcome
+            }
+            let remote = target.hostname ?? target.address
+            var retryElsewhere: [Int] = []
+            for (index, reply) in zip(open, sent.replies) {
+                // A broken session (lost connection, timeout) leaves its undecided recipients to the next address.
+                if sent.sessionFailure != nil, reply == sent.sessionFailure, reply.isTransient {
+                    retryElsewhere.append(index)
+                    continue
+                }
+                outcome.results[index] = (.reply(reply, remoteMTA: remote), tlsFacts(session.tls, target: target, source: source))
+            }
+            if sent.sessionFailure == nil { await cache.put(session, key: key) }
+            if let failure = sent.sessionFailure {
+                lastFailure = failure
+                lastRemote = remote
+            }
+            open = retryElsewhere
+        }
+        decideAll(.reply(lastFailure, remoteMTA: lastRemote), open)
+        return outcome
+    }
+
+    func tlsFacts(_ tls: TLSReport?, target: SMTPTarget, source: SourceAddress) -> [String: JSONValue] {
+        [
+            "next_hop": .string(target.description), "mx": .string(target.hostname ?? target.address),
+            "address": .string(target.address), "source_address": .string(source.description),
+            "helo": .string(source.heloName), "tls": Self.tlsJSON(tls),
+        ]
+    }
+
+    func attemptEvent(_ id: MessageID, target: SMTPTarget, source: SourceAddress, tls: TLSReport?, recipients: [String],
+                      session: String, reused: Bool = false, context: StageContext) -> Event {
+        var facts = tlsFacts(tls, target: target, source: source)
+        facts["lane"] = .string(lane.rawValue)
+        facts["recipients"] = .array(recipients.map { .string($0) })
+        facts["session"] = .string(session)
+        facts["reused_connection"] = .bool(reused)
+        return context.event(EventType.deliveryAttempt, id: id, facts: facts)
+    }
+
+    static func tlsJSON(_ tls: TLSReport?) -> JSONValue {
+        guard let tls else { return "none" }
+        var o: [String: JSONValue] = [
+            "version": .string(tls.version), "cipher": .string(tls.cipher), "verified": .bool(tls.verified),
+        ]
+        if let f = tls.peerCertificateSHA256 { o["peer_certificate_sha256"] = .string(f) }
+        if let e = tls.verifyError { o["verify_error"] = .string(e) }
+        return .object(o)
+    }
+
+    /// `Received:` fields in the header section.
+    static func receivedCount(_ message: [UInt8]) -> Int {
+        var count = 0
+        var lineStart = 0
+        var i = 0
+        let n = message.count
+        while i < n {
+            if message[i] == UInt8(ascii: "\n") {
+                let length = i - lineStart
+                if length == 0 || (length == 1 && message[lineStart] == UInt8(ascii: "\r")) { break }
+                if length >= 9 {
+                    let name = String(decoding: message[lineStart..<(lineStart + 9)], as: UTF8.self).lowercased()
+                    if name == "received:" { count += 1 }
+                }
+                lineStart = i + 1
+            }
+            i += 1
+        }
+        return count
     }
 }

@@ -40,6 +40,10 @@ public struct Keyspace: Sendable, Hashable {
     /// a client's retry of a transaction whose 250 it never saw is not stored twice.
     public func submission(_ fingerprint: String) -> String { "\(prefix)dedupe:\(fingerprint)" }
 
+    /// HASH: source address → JSON `{reason, by, at}` of egress source addresses an operator (or
+    /// the blacklist monitor) drained: egress sends nothing from them until undrained (R17).
+    public var drainedSources: String { "\(prefix)pool:drained" }
+
     // Accounts (SMGAccounts; written by smgctl, read by ingress).
 
     /// STRING (JSON): a customer's policy.

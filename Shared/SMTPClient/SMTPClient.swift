@@ -1,6 +1,5 @@
 @_exported public import SMTPProtocol
 public import NIOCore
-import NIOPosix
 public import Logging
 
 /// Settings of outbound SMTP sessions.
@@ -85,12 +84,13 @@ public struct SMTPClientError: Error, Hashable, Sendable, CustomStringConvertibl
     public static let protocolViolation = "protocol-violation"
 }
 
-/// SMTP client: delivers one message over one connection.
+/// SMTP client: delivers one message over one new connection (plaintext). Egress uses
+/// `SMTPSession` directly (connection reuse, TLS); this is the simple form for tools and tests.
 public enum SMTPClient {
     /// Delivers `message` to `recipients` via `host:port`. Never throws: every recipient gets
-    /// a result. EHLO (HELO on 5xx), [STARTTLS seam], MAIL FROM (with SIZE if advertised,
-    /// BODY=8BITMIME if advertised and the message has 8-bit octets), RCPT each, DATA with
-    /// CRLF normalisation and dot-stuffing, QUIT.
+    /// a result. EHLO (HELO on 5xx), MAIL FROM (SIZE, BODY=8BITMIME, SMTPUTF8 as needed and
+    /// advertised), RCPT each (pipelined when offered), DATA with CRLF normalisation and
+    /// dot-stuffing, QUIT.
     public static func deliver(
         to host: String,
         port: Int,
@@ -102,23 +102,33 @@ public enum SMTPClient {
         logger: Logger,
         beforeData: (@Sendable () async -> Bool)? = nil
     ) async -> DeliveryResult {
-        var logger = logger
-        logger[metadataKey: "smtp.peer"] = "\(host):\(port)"
-        let connection: SMTPClientConnection
-        do {
-            connection = try await SMTPClientConnection.connect(host: host, port: port, configuration: configuration,
-                                                                group: group)
-        } catch {
-            logger.info("smtp connect failed", metadata: ["error": "\(error)"])
-            let reply = SMTPReply.connectionFailed(host: host, port: port)
-            return DeliveryResult(recipients: recipients.map { RecipientResult(recipient: $0, reply: reply) },
-                                  sessionFailure: reply)
+        var timeouts = SMTPClientStateMachine.Timeouts()
+        timeouts.greeting = configuration.greetingTimeout
+        timeouts.command = configuration.commandTimeout
+        timeouts.mail = configuration.commandTimeout
+        timeouts.rcpt = configuration.commandTimeout
+        timeouts.dataInitiation = configuration.commandTimeout
+        timeouts.dataTermination = configuration.dataTimeout
+        let opened = await SMTPSession.open(
+            target: SMTPTarget(hostname: nil, address: host, port: port), sourceAddress: configuration.sourceAddress,
+            heloName: configuration.heloName, tlsMode: .never, trust: nil, timeouts: timeouts,
+            connectTimeout: configuration.connectTimeout, maxReplyLineLength: configuration.maxReplyLineLength,
+            group: group, logger: logger)
+        switch opened {
+        case .failure(let failure):
+            return DeliveryResult(recipients: recipients.map { RecipientResult(recipient: $0, reply: failure.reply) },
+                                  sessionFailure: failure.reply)
+        case .success(var session):
+            let sent = await session.send(reversePath: reversePath, recipients: recipients, message: message,
+                                          beforeData: beforeData)
+            await session.close()
+            var result = DeliveryResult(
+                recipients: zip(recipients, sent.replies).map { RecipientResult(recipient: $0, reply: $1) },
+                sessionFailure: sent.sessionFailure ?? (sent.abandoned ? SMTPReply(.deliveryHandedOff) : nil),
+                extensions: session.extensions.keywords.sorted())
+            result.abandonedBeforeData = sent.abandoned
+            return result
         }
-        var session = DeliverySession(connection: connection, configuration: configuration, logger: logger,
-                                      recipients: recipients, beforeData: beforeData)
-        await session.run(reversePath: reversePath, message: message)
-        await connection.close()
-        return session.result
     }
 
     /// Converts bare LF and bare CR to CRLF, dot-stuffs, ensures a final CRLF and appends
@@ -156,129 +166,5 @@ public enum SMTPClient {
         if !atLineStart { out.writeBytes([cr, lf]) }
         out.writeString(".\r\n")
         return out
-    }
-}
-
-/// One delivery's dialogue; owns the per-recipient results as they are decided.
-struct DeliverySession {
-    let connection: SMTPClientConnection
-    let configuration: SMTPClientConfiguration
-    let logger: Logger
-    let recipientList: [String]
-    var results: [SMTPReply?]
-    var sessionFailure: SMTPReply?
-    var extensions: [String] = []
-    let beforeData: (@Sendable () async -> Bool)?
-    var abandoned = false
-
-    init(connection: SMTPClientConnection, configuration: SMTPClientConfiguration, logger: Logger, recipients: [String],
-         beforeData: (@Sendable () async -> Bool)? = nil) {
-        self.beforeData = beforeData
-        self.connection = connection
-        self.configuration = configuration
-        self.logger = logger
-        self.recipientList = recipients
-        self.results = Array(repeating: nil, count: recipients.count)
-    }
-
-    var result: DeliveryResult {
-        let fallback = sessionFailure ?? SMTPReply(.deliveryIncomplete)
-        var result = DeliveryResult(
-            recipients: zip(recipientList, results).map { RecipientResult(recipient: $0, reply: $1 ?? fallback) },
-            sessionFailure: sessionFailure, extensions: extensions)
-        result.abandonedBeforeData = abandoned
-        return result
-    }
-
-    /// Decides every open recipient with `reply` and records it as the session failure.
-    mutating func failAll(_ reply: SMTPReply) {
-        sessionFailure = reply
-        for index in results.indices where results[index] == nil { results[index] = reply }
-    }
-
-    static func lostReply(_ error: any Error, during stage: String) -> SMTPReply {
-        if let error = error as? SMTPClientError, error.code == SMTPClientError.timeout {
-            return .replyTimeout(during: stage)
-        }
-        return .connectionLost(during: stage)
-    }
-
-    mutating func run(reversePath: String, message: ByteBuffer) async {
-        var stage = "greeting"
-        do {
-            // Greeting.
-            let greeting = try await connection.readReply(timeout: configuration.greetingTimeout)
-            guard greeting.isPositiveCompletion else {
-                failAll(greeting)
-                await quit()
-                return
-            }
-            // EHLO, HELO fallback on 5xx.
-            stage = "EHLO"
-            let ehlo = try await connection.command("EHLO \(configuration.heloName)", timeout: configuration.commandTimeout)
-            if ehlo.isPositiveCompletion {
-                extensions = ehlo.lines.dropFirst().map { $0.uppercased() }
-            } else if ehlo.isPermanent {
-                stage = "HELO"
-                let helo = try await connection.command("HELO \(configuration.heloName)", timeout: configuration.commandTimeout)
-                guard helo.isPositiveCompletion else { failAll(helo); await quit(); return }
-            } else {
-                failAll(ehlo); await quit(); return
-            }
-            // STARTTLS seam: a later issue inserts the TLS policy here (opportunistic / DANE /
-            // MTA-STS): send STARTTLS if advertised or required, add NIOSSLClientHandler in front
-            // of SMTPClientHandler, then EHLO again and replace `extensions`.
-
-            // MAIL FROM.
-            stage = "MAIL FROM"
-            var mail = "MAIL FROM:<\(reversePath)>"
-            if extensions.contains(where: { $0 == "SIZE" || $0.hasPrefix("SIZE ") }) {
-                mail += " SIZE=\(message.readableBytes)"
-            }
-            if extensions.contains("8BITMIME"), message.readableBytesView.contains(where: { $0 >= 0x80 }) {
-                mail += " BODY=8BITMIME"
-            }
-            if extensions.contains("SMTPUTF8"),
-               !SMTPPath.isASCII(reversePath) || recipientList.contains(where: { !SMTPPath.isASCII($0) }) {
-                mail += " SMTPUTF8"
-            }
-            let mailReply = try await connection.command(mail, timeout: configuration.commandTimeout)
-            guard mailReply.isPositiveCompletion else { failAll(mailReply); await quit(); return }
-            // RCPT each.
-            stage = "RCPT TO"
-            var accepted: [Int] = []
-            for (index, recipient) in recipientList.enumerated() {
-                let reply = try await connection.command("RCPT TO:<\(recipient)>", timeout: configuration.commandTimeout)
-                if reply.isPositiveCompletion {
-                    accepted.append(index)
-                } else {
-                    results[index] = reply
-                }
-            }
-            guard !accepted.isEmpty else { await quit(); return }
-            // The caller's last word before the side effect (egress: is the lease still ours?).
-            if let beforeData, !(await beforeData()) {
-                abandoned = true
-                failAll(SMTPReply(.deliveryHandedOff))
-                await quit()
-                return
-            }
-            // DATA.
-            stage = "DATA"
-            let dataReply = try await connection.command("DATA", timeout: configuration.commandTimeout)
-            guard dataReply.isPositiveIntermediate else { failAll(dataReply); await quit(); return }
-            stage = "end of data"
-            let final = try await connection.send(SMTPClient.encodeData(message), timeout: configuration.dataTimeout)
-            for index in accepted { results[index] = final }
-            logger.debug("smtp data reply", metadata: ["reply": "\(final)"])
-            await quit()
-        } catch {
-            logger.info("smtp session failed", metadata: ["stage": "\(stage)", "error": "\(error)"])
-            failAll(DeliverySession.lostReply(error, during: stage))
-        }
-    }
-
-    func quit() async {
-        _ = try? await connection.command("QUIT", timeout: .seconds(10))
     }
 }

@@ -1,6 +1,8 @@
 import NIOCore
 import NIOPosix
 import NIOConcurrencyHelpers
+import NIOSSL
+import NIOTLS
 import SMTPProtocol
 
 /// One client connection: writes commands and reads replies, each bounded by a timeout.
@@ -42,6 +44,36 @@ struct SMTPClientConnection: Sendable {
         try await send(nil, timeout: timeout)
     }
 
+    /// Writes without waiting for a reply (pipelined commands, the message body).
+    func write(_ bytes: ByteBuffer) async throws {
+        try await channel.writeAndFlush(bytes).get()
+    }
+
+    /// Puts TLS in front of the SMTP handler (after the server's 220 to STARTTLS) and waits for
+    /// the handshake. `observer` sees the server's first TLS bytes (the cipher suite).
+    func startTLS(context: NIOSSLContext, serverHostname: String?, verify: @escaping NIOSSLCustomVerificationCallback,
+                  observer: TLSServerHelloObserver, timeout: TimeAmount) async throws -> (TLSVersion?, NIOSSLCertificate?) {
+        let handler = self.handler
+        let channel = self.channel
+        // The callback runs on this channel's event loop only (NIOSSL calls it there).
+        nonisolated(unsafe) let verify = verify
+        try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+            let done = handler.value.expectHandshake(timeout: timeout)
+            do {
+                let tls = try NIOSSLClientHandler(context: context, serverHostname: serverHostname,
+                                                  customVerificationCallback: verify)
+                try channel.pipeline.syncOperations.addHandler(tls, position: .first)
+                try channel.pipeline.syncOperations.addHandler(observer, position: .first)
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+            return done
+        }.get()
+        let version = try? await channel.nioSSL_tlsVersion().get()
+        let certificate = try? await channel.nioSSL_peerCertificate().get()
+        return (version ?? nil, certificate ?? nil)
+    }
+
     func command(_ line: String, timeout: TimeAmount) async throws -> SMTPReply {
         var buffer = channel.allocator.buffer(capacity: line.utf8.count + 2)
         buffer.writeString(line)
@@ -77,6 +109,7 @@ final class SMTPClientHandler: ChannelInboundHandler {
     private var timer: Scheduled<Void>?
 
     private let eventLoop: any EventLoop
+    private var handshakeWaiter: EventLoopPromise<Void>?
 
     init(maximumLineLength: Int, eventLoop: any EventLoop) {
         self.maximumLineLength = maximumLineLength
@@ -111,6 +144,32 @@ final class SMTPClientHandler: ChannelInboundHandler {
         return promise.futureResult
     }
 
+    /// Resolves when the TLS handler reports a completed handshake; fails with the connection's error.
+    func expectHandshake(timeout: TimeAmount) -> EventLoopFuture<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        if let failure { promise.fail(failure); return promise.futureResult }
+        // Anything the server sent in plaintext after its 220 is not trusted (RFC 3207 §5;
+        // the STARTTLS injection attack): drop it.
+        replies.removeAll()
+        lineBuffer.removeAll()
+        handshakeWaiter = promise
+        timer = eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            self.fail(SMTPClientError(code: SMTPClientError.timeout, detail: "TLS handshake took longer than \(timeout)"))
+            self.context?.close(promise: nil)
+        }
+        return promise.futureResult
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event, let waiter = handshakeWaiter {
+            handshakeWaiter = nil
+            timer?.cancel()
+            timer = nil
+            waiter.succeed(())
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         for byte in buffer.readableBytesView {
@@ -141,7 +200,7 @@ final class SMTPClientHandler: ChannelInboundHandler {
             timer?.cancel()
             timer = nil
             waiter.succeed(reply)
-        } else if replies.count < 16 {
+        } else if replies.count < 2048 {
             replies.append(reply)
         } else {
             fail(SMTPClientError(code: SMTPClientError.protocolViolation, detail: "unsolicited replies"))
@@ -153,6 +212,10 @@ final class SMTPClientHandler: ChannelInboundHandler {
         if failure == nil { failure = error }
         timer?.cancel()
         timer = nil
+        if let handshakeWaiter {
+            self.handshakeWaiter = nil
+            handshakeWaiter.fail(error)
+        }
         if let waiter {
             self.waiter = nil
             waiter.fail(error)

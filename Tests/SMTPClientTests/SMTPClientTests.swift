@@ -100,8 +100,11 @@ final class SMTPClientLoopbackTests: XCTestCase {
                 to: "127.0.0.1", port: port, reversePath: "refuse@x.example", recipients: ["a@b.example", "b@b.example"],
                 message: ByteBuffer(string: "hi\r\n"), configuration: clientConfig,
                 group: MultiThreadedEventLoopGroup.singleton, logger: testLogger())
-            XCTAssertEqual(refused.sessionFailure, SMTPReply(code: 451, enhanced: "4.7.1", "Ratelimit reached"))
-            XCTAssertTrue(refused.recipients.allSatisfy { $0.isTransientFailure && $0.reply.code == 451 })
+            // A refused MAIL ends the transaction, not the session (RSET follows; the connection stays usable).
+            XCTAssertNil(refused.sessionFailure)
+            XCTAssertTrue(refused.recipients.allSatisfy {
+                $0.reply == SMTPReply(code: 451, enhanced: "4.7.1", "Ratelimit reached")
+            })
 
             let big = await SMTPClient.deliver(
                 to: "127.0.0.1", port: port, reversePath: "s@x.example", recipients: ["a@b.example"],
