@@ -158,12 +158,13 @@ let package = Package(
                                    .product(name: "NIOEmbedded", package: "swift-nio")],
                     swiftSettings: strict),
         .testTarget(name: "SMTPClientTests",
-                    dependencies: ["SMTPClient", "SMTPServer", "SMTPProtocol", nioCore, nioPosix, nioHelpers, logging],
+                    dependencies: ["SMTPClient", "SMTPServer", "SMTPProtocol", nioCore, nioPosix, nioHelpers, nioSSL, logging],
                     exclude: ["aiosmtpd_sink.py"], swiftSettings: strict),
         .testTarget(name: "SMGMIMETests", dependencies: ["SMGMIME"], swiftSettings: strict),
         .testTarget(name: "SMGVirusScanTests", dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
                     swiftSettings: strict),
         .testTarget(name: "SMGNDRTests", dependencies: ["SMGNDR", "SMGMIME", "SMGCore"], swiftSettings: strict),
-        .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGNDR", "SMGCore"], swiftSettings: strict),
+        .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGNDR", "SMGCore", "SMTPProtocol"],
+                    swiftSettings: strict),
     ]
 )

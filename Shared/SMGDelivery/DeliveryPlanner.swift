@@ -10,7 +10,8 @@ public enum AttemptOutcome: Sendable, Hashable {
     /// failure before any server answered (no route, DNS, every address unreachable).
     case reply(SMTPReply, remoteMTA: String?)
     /// Not tried this time for a local reason that is nobody's fault (destination concurrency or
-    /// rate limit, lease handed over): retried after `after`, the attempt is not counted.
+    /// rate limit, a drained pool): retried after `after`, the attempt is not counted (but
+    /// `maxLifetime` still ends it).
     case postponed(SMTPReply, after: Duration)
 }
 
@@ -46,6 +47,12 @@ public struct DeliveryPlanner: Sendable {
     public func apply(_ outcome: AttemptOutcome, to recipient: inout Recipient, now: Date, receivedAt: Date) -> Verdict {
         switch outcome {
         case .postponed(let reply, let after):
+            if now.timeIntervalSince(receivedAt) * 1000 >= Double(maxLifetime.milliseconds) {
+                recipient.lastReply = reply.description
+                recipient.state = .bounced
+                recipient.nextAttempt = nil
+                return .bounced(expired: true)
+            }
             recipient.state = .deferred
             recipient.lastReply = reply.description
             let next = now.addingTimeInterval(Double(after.milliseconds) / 1000)

@@ -303,8 +303,16 @@ public struct DeliveryWorker: StageWorker {
                       group.indices)
             return outcome
         }
-        defer { Task { await cache.release(destinationKey) } }
+        outcome = await deliver(group: group, to: targets, destination: destinationKey, message: message,
+                                recipients: recipients, context: context, events: &events)
+        await cache.release(destinationKey)
+        return outcome
+    }
 
+    /// Tries `targets` in order for the group (holding one of the destination's session slots).
+    func deliver(group: Group, to targets: [SMTPTarget], destination destinationKey: String, message: StoredMessage,
+                 recipients: [Recipient], context: StageContext, events: inout [Event]) async -> GroupOutcome {
+        var outcome = GroupOutcome()
         var open = group.indices
         var lastFailure = SMTPReply(code: 451, enhanced: "4.4.1", "no address of \(destinationKey) could be reached")
         var lastRemote: String? = nil
@@ -326,7 +334,10 @@ public struct DeliveryWorker: StageWorker {
                     ]))
                     context.logger.critical("every source address of the pool is drained: mail waits",
                                             metadata: ["lane": "\(lane.rawValue)"])
-                    break
+                    // Nobody's fault at the destination: wait without counting attempts (until max_lifetime).
+                    let wait = min(Duration.seconds(10), planner.retrySchedule[0])
+                    for index in open { outcome.results[index] = (.postponed(lastFailure, after: wait), [:]) }
+                    return outcome
                 }
                 continue   // no source of this family: try the next address
             }
@@ -378,8 +389,9 @@ public struct DeliveryWorker: StageWorker {
             let remote = target.hostname ?? target.address
             var retryElsewhere: [Int] = []
             for (index, reply) in zip(open, sent.replies) {
-                // A broken session (lost connection, timeout) leaves its undecided recipients to the next address.
-                if sent.sessionFailure != nil, reply == sent.sessionFailure, reply.isTransient {
+                // A session that broke before the message was sent leaves its undecided recipients to the
+                // next address; once the body went out, they wait for the retry (it may have arrived).
+                if sent.sessionFailure != nil, !sent.bodySent, reply == sent.sessionFailure, reply.isTransient {
                     retryElsewhere.append(index)
                     continue
                 }
@@ -392,7 +404,7 @@ public struct DeliveryWorker: StageWorker {
             }
             open = retryElsewhere
         }
-        decideAll(.reply(lastFailure, remoteMTA: lastRemote), open)
+        for index in open { outcome.results[index] = (.reply(lastFailure, remoteMTA: lastRemote), [:]) }
         return outcome
     }
 

@@ -92,6 +92,8 @@ public struct SMTPSession: Sendable {
         public var abandoned: Bool
         /// Set when the session broke during the transaction (then it is closed).
         public var sessionFailure: SMTPReply?
+        /// The message body was written (a later failure may still have delivered it).
+        public var bodySent: Bool
     }
 
     /// Runs one transaction. `message` is the raw message (CRLF lines); it is dot-stuffed here.
@@ -107,7 +109,7 @@ public struct SMTPSession: Sendable {
         let fallback = sink.sessionFailure ?? SMTPReply(.deliveryIncomplete)
         if sink.sessionFailure != nil { await connection.close() }
         return TransactionResult(replies: sink.replies.map { $0 ?? fallback }, abandoned: sink.abandoned,
-                                 sessionFailure: sink.sessionFailure)
+                                 sessionFailure: sink.sessionFailure, bodySent: sink.bodySent)
     }
 
     /// QUIT (when the session is still good) and close.
@@ -127,6 +129,7 @@ public struct SMTPSession: Sendable {
         var body: ByteBuffer?
         var beforeData: (@Sendable () async -> Bool)?
         var abandoned = false
+        var bodySent = false
         var sessionFailure: SMTPReply?
         init(recipients: Int = 0, body: ByteBuffer? = nil, beforeData: (@Sendable () async -> Bool)? = nil) {
             replies = Array(repeating: nil, count: recipients)
@@ -154,6 +157,7 @@ public struct SMTPSession: Sendable {
                     }
                 case .sendBody:
                     guard let body = sink.body else { next = machine.receive(.connectionClosed("no body")); break }
+                    sink.bodySent = true
                     do { try await connection.write(SMTPClient.encodeData(body)) } catch {
                         next = machine.receive(.connectionClosed("\(error)"))
                     }
