@@ -131,6 +131,9 @@ let package = Package(
         .executableTarget(name: "smg-dkim-bench", dependencies: ["SMGDKIM"], path: "bench/dkim", exclude: ["run.sh"],
                           swiftSettings: strict),
 
+        .executableTarget(name: "smg-delivery-bench",
+                          dependencies: ["SMTPClient", "SMTPServer", "SMTPProtocol", nioCore, nioPosix, nioSSL, logging],
+                          path: "bench/delivery", swiftSettings: strict),
         .executableTarget(name: "smg-scanner-bench",
                           dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
                           path: "bench/scanner", swiftSettings: strict),
