@@ -13,6 +13,7 @@ APT_PACKAGES=(
   knot knot-dnsutils unbound ldnsutils bind9-dnsutils # the DNS test fixture (authoritative + validating resolver)
   python3 python3-pip                                # test peers (smtplib, aiosmtpd) and the local sink
   opendkim-tools                                     # opendkim-testmsg: an independent DKIM verifier for tests
+  postfix                                            # smtp-sink / smtp-source: real SMTP peers for tests and bench/
 )
 
 missing=()
@@ -23,6 +24,9 @@ if ((${#missing[@]})); then
   echo "install-deps: installing apt packages: ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
+  # Postfix is wanted only for its smtp-sink and smtp-source tools: install it unconfigured, so no
+  # MTA starts on port 25 of this machine.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

@@ -34,6 +34,7 @@ final class IngressDelegate: SMTPServerDelegate {
     let requireAuth: Bool
     let checkSenderDomain: Bool
     let stripNames: Set<String>
+    let maxReceived: Int
     let receivedShowsClient: Bool
     let authenticator: Authenticator
     let rateLimiter: RateLimiter
@@ -71,6 +72,7 @@ final class IngressDelegate: SMTPServerDelegate {
             .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty })
         if try config.get(IngressKeys.stripReceived) { names.insert("received") }
         stripNames = names
+        maxReceived = try config.get(IngressKeys.maxReceived)
     }
 
     // MARK: connection (R2 listener allowlist, R3 limits)
@@ -229,12 +231,20 @@ final class IngressDelegate: SMTPServerDelegate {
             }
             customerID = customer.id
         }
+        // A loop (RFC 5321 §6.3): counted before stripping, and our own earlier Received headers
+        // survive stripping, so mail that comes round through the gateway is counted each time.
+        let raw = Array(message.readableBytesView)
+        if HeaderHygiene.count("received", in: raw) >= maxReceived {
+            let refusal = Refusal(reply: SMTPReply(.tooManyHops), reason: "too many Received headers (mail loop)")
+            refuse(session, refusal, login: session.authenticatedAs, sender: envelope.reversePath)
+            return refusal.reply
+        }
         let id = MessageID.make()
         var logger = process.logger
         logger[metadataKey: "msgid"] = .string(id.rawValue)
         let now = Date()
         var body = Array(receivedHeader(id: id, session: session, envelope: envelope, date: now).utf8)
-        body.append(contentsOf: HeaderHygiene.strip(message.readableBytesView, removing: stripNames))
+        body.append(contentsOf: HeaderHygiene.strip(raw, removing: stripNames, keep: Self.isOurReceived))
         let facts = SubmissionFacts(
             clientAddress: session.remoteAddress?.ipAddress ?? "", heloName: session.heloName, tls: session.tls,
             tlsVersion: session.tlsVersion, authenticatedAs: session.authenticatedAs, site: process.site,
@@ -298,6 +308,20 @@ final class IngressDelegate: SMTPServerDelegate {
         process.logger.notice("refused", metadata: ["reason": .string(refusal.reason), "session": .string(session.id),
                                                     "reply": .string(refusal.reply.description)])
         recorder.record(process.event(refusal.eventType, id: nil, facts: facts))
+    }
+
+    /// A Received field that an smg-ingress wrote (`by <host> (smg-ingress) with`): kept when the
+    /// customer's own are stripped. A client can forge one; that only makes its mail look more
+    /// travelled.
+    @Sendable static func isOurReceived(_ field: ArraySlice<UInt8>) -> Bool {
+        let marker = Array(" (smg-ingress) with ".utf8)
+        guard field.count >= marker.count else { return false }
+        var i = field.startIndex
+        while i <= field.endIndex - marker.count {
+            if field[i] == marker[0], field[i..<(i + marker.count)].elementsEqual(marker) { return true }
+            i += 1
+        }
+        return false
     }
 
     /// Our Received header. It names the customer's HELO but not its IP address (R8: the

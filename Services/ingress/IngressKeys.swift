@@ -82,7 +82,10 @@ enum IngressKeys {
         help: "Header fields removed from submitted mail (R8: they reveal the customer's addresses).")
     static let stripReceived = ConfigKey<Bool>.bool(
         "ingress.strip_received", default: true,
-        help: "Remove the customer's own Received headers (R8: internal hosts and IPs); ours is added without the client IP.")
+        help: "Remove the customer's own Received headers (R8: internal hosts and IPs); ours is added without the client IP. Earlier Received headers of smg-ingress itself stay, so a loop through the gateway is counted.")
+    static let maxReceived = ConfigKey<Int>.int(
+        "ingress.max_received", default: 50, range: 1...1000,
+        help: "Refuse at the end of DATA (554 5.4.6) a message that already has this many Received headers, counted before stripping: a mail loop (Postfix's hopcount_limit).")
     static let receivedShowsClient = ConfigKey<Bool>.bool(
         "ingress.received_shows_client_ip", default: false,
         help: "Put the client's HELO name and IP into our Received header (R8: off, they reveal the customer's hosts).")
@@ -93,7 +96,7 @@ enum IngressKeys {
         maxErrors.erased, commandTimeout.erased, dataTimeout.erased, maxDataTime.erased, maxConnections.erased, maxConnectionsPerIP.erased,
         maxPending.erased, maxRedisMemoryFraction.erased, maxInflightBytes.erased, allowNetworks.erased, checkSenderDomain.erased, authFailuresPerIP.erased,
         authFailuresPerLogin.erased, authFailureWindow.erased, stripHeaders.erased, stripReceived.erased,
-        receivedShowsClient.erased, StageKeys.redriveAfter.erased,
+        maxReceived.erased, receivedShowsClient.erased, StageKeys.redriveAfter.erased,
     ] + [dedupeWindow.erased] + DNSKeys.all
 
     static let dedupeWindow = ConfigKey.duration(

@@ -1,18 +1,44 @@
 /// Removes header fields from a message's header section (R8: nothing that reveals the
-/// customer's internal addresses leaves the gateway). The body is never touched.
+/// customer's internal addresses leaves the gateway), and counts them. The body is never touched.
 ///
 /// A field is its first line plus its folded continuation lines (starting with SP or HTAB).
 /// Field names compare case-insensitively. Input and output use CRLF line ends; a message
 /// without a blank line is all header.
 public enum HeaderHygiene {
-    public static func strip<Bytes: Collection>(_ message: Bytes, removing names: Set<String>) -> [UInt8]
+    /// The message without the fields named in `names`, except those `keep` says to keep (it sees
+    /// the whole field, folded lines included).
+    public static func strip<Bytes: Collection>(_ message: Bytes, removing names: Set<String>,
+                                                keep: ((ArraySlice<UInt8>) -> Bool)? = nil) -> [UInt8]
     where Bytes.Element == UInt8 {
         let bytes = Array(message)
         guard !names.isEmpty else { return bytes }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
+        let body = forEachField(bytes) { name, field in
+            if !names.contains(name) || keep?(field) == true { out.append(contentsOf: field) }
+        }
+        out.append(contentsOf: bytes[body...])
+        return out
+    }
+
+    /// How many fields named `name` (lower-case) the header section has.
+    public static func count(_ name: String, in message: [UInt8]) -> Int {
+        var n = 0
+        _ = forEachField(message) { fieldName, _ in if fieldName == name { n += 1 } }
+        return n
+    }
+
+    /// Calls `visit` with each field's lower-cased name and its octets (every line with its line
+    /// end); returns where the rest (the blank line and the body) starts. Lines before the first
+    /// field that begin with white space are passed with the name "".
+    static func forEachField(_ bytes: [UInt8], _ visit: (String, ArraySlice<UInt8>) -> Void) -> Int {
         var index = 0
-        var dropping = false
+        var fieldStart: Int?
+        var fieldName = ""
+        func flush(_ end: Int) {
+            if let start = fieldStart { visit(fieldName, bytes[start..<end]) }
+            fieldStart = nil
+        }
         while index < bytes.count {
             // One line, including its CRLF (or LF).
             var end = index
@@ -22,21 +48,22 @@ public enum HeaderHygiene {
             let content = line.last == 0x0A ? line.dropLast() : line[...]
             let text = content.last == 0x0D ? content.dropLast() : content
             if text.isEmpty {
-                // End of the header section: copy the rest unchanged.
-                out.append(contentsOf: bytes[index...])
-                return out
+                flush(index)
+                return index
             }
             if let first = text.first, first == 0x20 || first == 0x09 {
-                if !dropping { out.append(contentsOf: line) }
+                if fieldStart == nil { fieldStart = index; fieldName = "" }
             } else {
+                flush(index)
                 let colon = text.firstIndex(of: UInt8(ascii: ":"))
                 let name = colon.map { String(decoding: text[text.startIndex..<$0], as: UTF8.self).lowercased() } ?? ""
-                dropping = names.contains(name.trimmingTrailingSpaces)
-                if !dropping { out.append(contentsOf: line) }
+                fieldStart = index
+                fieldName = name.trimmingTrailingSpaces
             }
             index = lineEnd
         }
-        return out
+        flush(bytes.count)
+        return bytes.count
     }
 }
 

@@ -438,22 +438,6 @@ public struct DeliveryWorker: StageWorker {
 
     /// `Received:` fields in the header section.
     static func receivedCount(_ message: [UInt8]) -> Int {
-        var count = 0
-        var lineStart = 0
-        var i = 0
-        let n = message.count
-        while i < n {
-            if message[i] == UInt8(ascii: "\n") {
-                let length = i - lineStart
-                if length == 0 || (length == 1 && message[lineStart] == UInt8(ascii: "\r")) { break }
-                if length >= 9 {
-                    let name = String(decoding: message[lineStart..<(lineStart + 9)], as: UTF8.self).lowercased()
-                    if name == "received:" { count += 1 }
-                }
-                lineStart = i + 1
-            }
-            i += 1
-        }
-        return count
+        HeaderHygiene.count("received", in: message)
     }
 }

@@ -82,6 +82,7 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
     public static let reverseDNSTemporary = SMTPStatus("reverse-dns-temporary")
     public static let temporaryFailure = SMTPStatus("temporary-failure")
     public static let fromNotOwned = SMTPStatus("from-not-owned")
+    public static let tooManyHops = SMTPStatus("too-many-hops")
     public static let messageStoreFailed = SMTPStatus("message-store-failed")
     // Delivery (SMTP client and egress): replies made up when the peer gave none
     public static let deliveryIncomplete = SMTPStatus("delivery-incomplete")
@@ -149,6 +150,7 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
         .reverseDNSTemporary: (451, "4.7.25", "Temporary DNS failure checking reverse DNS"),
         .temporaryFailure: (451, "4.3.0", "Temporary failure, try again later"),
         .fromNotOwned: (550, "5.7.1", "From header missing or not owned by your account"),
+        .tooManyHops: (554, "5.4.6", "Too many hops (Received headers): mail loop"),
         .messageStoreFailed: (451, "4.3.0", "Temporary failure storing the message, try again later"),
         .deliveryIncomplete: (451, "4.4.2", "Delivery incomplete"),
         .deliveryHandedOff: (451, "4.3.0", "Not sent: delivery handed to another process"),

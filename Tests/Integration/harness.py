@@ -287,17 +287,23 @@ def queued_id(reply: bytes) -> str:
     return text.rsplit("queued as ", 1)[1].strip()
 
 
-def send(port: int, message: bytes, sender="sender@customer.example", rcpts=("user@dest.example",)):
+def data_reply(port: int, message: bytes, sender="sender@customer.example", rcpts=("user@dest.example",),
+               mail_options=(), helo="app1.customer.example"):
+    """Submits one message; MAIL and every RCPT must be accepted. Returns DATA's (code, reply)."""
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
-        s.ehlo("app1.customer.example")
-        code, reply = s.mail(sender)
+        s.ehlo(helo)
+        code, reply = s.mail(sender, list(mail_options))
         assert code == 250, reply
         for r in rcpts:
             code, reply = s.rcpt(r)
             assert code == 250, reply
-        code, reply = s.data(message)
-        assert code == 250, reply
-        return queued_id(reply)
+        return s.data(message)
+
+
+def send(port: int, message: bytes, sender="sender@customer.example", rcpts=("user@dest.example",)):
+    code, reply = data_reply(port, message, sender, rcpts)
+    assert code == 250, reply
+    return queued_id(reply)
 
 
 def subject_of(raw: bytes) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT, Gateway, RedisServer, Sink, free_port, listening, make_message, wait_until
+from harness import Gateway, RedisServer, Sink, free_port, listening, make_message, wait_until
 
 PASSWORD = "correct horse battery staple"
 
@@ -24,16 +24,7 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-@pytest.fixture(scope="module")
-def dns(tmp_path_factory):
-    work = tmp_path_factory.mktemp("dns")
-    auth, resolver = free_port(), free_port()
-    fixture = ROOT / "Tests" / "Fixtures" / "dns"
-    out = subprocess.run([str(fixture / "start-dns.sh"), str(work), str(auth), str(resolver)],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    yield f"127.0.0.1:{resolver}"
-    subprocess.run([str(fixture / "stop-dns.sh"), str(work)], capture_output=True, timeout=60)
+# The `dns` fixture (knot + unbound, built-in zones only) is in conftest.py.
 
 
 @pytest.fixture(scope="module")

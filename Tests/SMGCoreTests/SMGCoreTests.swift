@@ -104,6 +104,23 @@ final class HeaderHygieneTests: XCTestCase {
         XCTAssertEqual(HeaderHygiene.strip(Array(message.utf8), removing: []), Array(message.utf8))
         XCTAssertEqual(String(decoding: HeaderHygiene.strip(Array("Received: x\r\n".utf8), removing: ["received"]), as: UTF8.self), "")
     }
+
+    func testKeepSeesTheWholeFoldedFieldAndCountStopsAtTheBody() {
+        let message = "Received: from app (10.0.0.1)\r\n\tby gw (smg-ingress) with ESMTPA id 1;\r\n\tMon, 3 Jun 2024\r\n"
+            + "Received: from inner (10.0.0.9) by app\r\nRECEIVED : by x\r\nSubject: s\r\n\r\nReceived: body\r\n"
+        let bytes = Array(message.utf8)
+        XCTAssertEqual(HeaderHygiene.count("received", in: bytes), 3)
+        XCTAssertEqual(HeaderHygiene.count("received", in: Array("Subject: s\r\n\r\n".utf8)), 0)
+        let kept = HeaderHygiene.strip(bytes, removing: ["received"]) { field in
+            String(decoding: field, as: UTF8.self).contains("(smg-ingress)")
+        }
+        XCTAssertEqual(String(decoding: kept, as: UTF8.self),
+                       "Received: from app (10.0.0.1)\r\n\tby gw (smg-ingress) with ESMTPA id 1;\r\n\tMon, 3 Jun 2024\r\n"
+                       + "Subject: s\r\n\r\nReceived: body\r\n")
+        // No blank line: all header; a message without a line end at the end keeps its last octets.
+        XCTAssertEqual(String(decoding: HeaderHygiene.strip(Array("A: 1\r\nReceived: x".utf8), removing: ["received"]), as: UTF8.self), "A: 1\r\n")
+        XCTAssertEqual(String(decoding: HeaderHygiene.strip(Array("A: 1\r\nB: 2".utf8), removing: ["received"]), as: UTF8.self), "A: 1\r\nB: 2")
+    }
 }
 
 final class RecipientStateTests: XCTestCase {
