@@ -46,6 +46,19 @@ def listening(port: int) -> bool:
         return False
 
 
+def redis_is_loading(port: int, command=("GET", "probe")) -> bool:
+    """Whether Redis answers `command` with -LOADING, asked over a raw socket: redis-py (6 and
+    later) retries LOADING by itself, which would hide it. False when nothing listens."""
+    request = f"*{len(command)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n{a}\r\n".encode() for a in command)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(request)
+            return s.recv(256).startswith(b"-LOADING")
+    except OSError:
+        return False
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

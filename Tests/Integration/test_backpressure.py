@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis as redislib
 
-from harness import RedisServer, listening, make_message, send, subject_of, wait_until
+from harness import RedisServer, listening, make_message, redis_is_loading, send, subject_of, wait_until
 
 
 class LoadingRedis(RedisServer):
@@ -31,11 +31,7 @@ class LoadingRedis(RedisServer):
 
 
 def loading(port) -> bool:
-    try:
-        redislib.Redis(port=port, socket_timeout=2).ping()
-        return False
-    except redislib.exceptions.BusyLoadingError:
-        return True
+    return redis_is_loading(port, ("PING",))
 
 
 def test_smgctl_waits_for_a_loading_redis(workdir, gateway):
