@@ -75,7 +75,7 @@ let package = Package(
         .target(name: "SMGAccounts", dependencies: ["SMGCore", "SMGStore", "SMGRedis", crypto, cryptoExtras],
                 path: "Shared/SMGAccounts", swiftSettings: strict),
         .target(name: "SMGDKIM",
-                dependencies: [logging, .product(name: "Crypto", package: "swift-crypto"),
+                dependencies: ["SMGMIME", logging, .product(name: "Crypto", package: "swift-crypto"),
                                .product(name: "_CryptoExtras", package: "swift-crypto")],
                 path: "Shared/SMGDKIM", exclude: ["README.md"], swiftSettings: strict),
         .target(name: "SMGDKIMKeys",
@@ -115,7 +115,7 @@ let package = Package(
                 path: "Shared/SMGDelivery", swiftSettings: strict),
 
         // Services: small mains.
-        service("smg-ingress", "ingress", ["SMGSync", "SMGAccounts", "SMGDNS", "SMGDKIM", nioSSL, crypto, "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
+        service("smg-ingress", "ingress", ["SMGSync", "SMGAccounts", "SMGDNS", "SMGDKIM", "SMGMIME", nioSSL, crypto, "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
         service("smg-scanner", "scanner", ["SMGStore", "SMGNDR", "SMTPProtocol", "SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME",
                                            lifecycle, .product(name: "Metrics", package: "swift-metrics")]),
         service("smg-classifier", "classifier"),

@@ -63,7 +63,8 @@ def main():
     gw = harness.Gateway(work, redis, sink)
     try:
         proc = gw.start("smg-ingress", SMG_LOG_LEVEL="warning", SMG_INGRESS_REQUIRE_AUTH="true",
-                        SMG_INGRESS_CHECK_SENDER_DOMAIN="true", SMG_DNS_SERVERS=f"127.0.0.1:{resolver_port}",
+                        SMG_INGRESS_CHECK_SENDER_DOMAIN="true", SMG_INGRESS_ALLOW_NONPUBLIC_SENDER_DOMAINS="true",
+                        SMG_DNS_SERVERS=f"127.0.0.1:{resolver_port}",
                         SMG_INGRESS_TLS_CERTIFICATE=str(tls / "cert.pem"), SMG_INGRESS_TLS_KEY=str(tls / "key.pem"),
                         SMG_INGRESS_MAX_CONNECTIONS_PER_IP="5000", SMG_INGRESS_MAX_CONNECTIONS="5000")
         harness.wait_until(lambda: harness.listening(gw.ingress_port), 20, what="ingress")

@@ -35,6 +35,7 @@ final class IngressDelegate: SMTPServerDelegate {
     let checkSenderDomain: Bool
     let stripNames: Set<String>
     let maxReceived: Int
+    let bareNewline: String
     let receivedShowsClient: Bool
     let authenticator: Authenticator
     let rateLimiter: RateLimiter
@@ -42,6 +43,7 @@ final class IngressDelegate: SMTPServerDelegate {
     /// The latest backpressure sample (see `watchBackpressure`); read by every MAIL, no Redis call.
     let pressure = Locked(Backpressure())
     let connections = Locked<(total: Int, perIP: [String: Int])>((0, [:]))
+    let census: ConnectionCensus
     let accepted = Counter(label: "smg_ingress_accepted_total")
     let storeFailures = Counter(label: "smg_ingress_store_failures_total")
     let duplicates = Counter(label: "smg_ingress_duplicate_submissions_total")
@@ -55,8 +57,8 @@ final class IngressDelegate: SMTPServerDelegate {
         self.producer = producer
         self.authenticator = authenticator
         self.rateLimiter = rateLimiter
-        dns = DNSChecks(resolver: resolver)
         let config = process.config
+        dns = DNSChecks(resolver: resolver, allowNonPublic: try config.get(IngressKeys.allowNonPublicSenderDomains))
         hostname = try config.get(IngressKeys.hostname)
         allow = try config.get(IngressKeys.allowNetworks)
         maxPending = try config.get(IngressKeys.maxPending)
@@ -73,6 +75,10 @@ final class IngressDelegate: SMTPServerDelegate {
         if try config.get(IngressKeys.stripReceived) { names.insert("received") }
         stripNames = names
         maxReceived = try config.get(IngressKeys.maxReceived)
+        bareNewline = try config.get(IngressKeys.bareNewline)
+        census = ConnectionCensus(scope: ConnectionCensus.Scope(rawValue: try config.get(IngressKeys.connectionLimitScope))!,
+                                  redis: process.redis, keys: process.store.keys, site: process.site,
+                                  instance: process.instance, logger: process.logger)
     }
 
     // MARK: connection (R2 listener allowlist, R3 limits)
@@ -89,13 +95,15 @@ final class IngressDelegate: SMTPServerDelegate {
             refuse(session, refusal)
             return refusal.reply
         }
-        if total > maxConnections {
+        // R3 over every ingress process in `ingress.connection_limit_scope` (ConnectionCensus).
+        let others = census.othersCount(ip: ip)
+        if total + others.total > maxConnections {
             let refusal = Refusal(reply: SMTPReply(.tooManyConnections, hostname: hostname),
                                   reason: "global connection limit")
             refuse(session, refusal)
             return refusal.reply
         }
-        if fromIP > maxConnectionsPerIP {
+        if fromIP + others.fromIP > maxConnectionsPerIP {
             let refusal = Refusal(reply: SMTPReply(.tooManyConnectionsFromHost, hostname: hostname),
                                   reason: "per-IP connection limit")
             refuse(session, refusal)
@@ -213,28 +221,36 @@ final class IngressDelegate: SMTPServerDelegate {
 
     func dataReceived(_ session: SMTPSessionInfo, envelope: SMTPEnvelope, message: ByteBuffer) async -> SMTPReply {
         var customerID: String?
+        let raw = Array(message.readableBytesView)
+        let header = DKIMMessage(raw)
+        var bareNewlineMode = bareNewline
         if let login = session.authenticatedAs {
             guard let (_, customer) = try? await authenticator.customer(forLogin: login) else {
                 return Refusal.temporary("customer lookup failed").reply
             }
+            bareNewlineMode = customer.bareNewline ?? bareNewline
             if let limit = customer.maxMessageSize, message.readableBytes > limit {
                 refuse(session, Refusal.tooBig(), login: login, sender: envelope.reversePath)
                 return Refusal.tooBig().reply
             }
-            // R5 for the header too: every From must be the customer's, or the signer would put
-            // a DKIM signature of the From domain on another customer's (or anyone's) name.
-            let fromDomains = DKIMMessage(Array(message.readableBytesView)).fromDomains
-            let owned = { (domain: String?) in domain.map { customer.ownsSender("x@" + $0) } ?? false }
-            if fromDomains.isEmpty || !fromDomains.allSatisfy(owned) {
-                refuse(session, Refusal.fromNotOwned(), login: login, sender: envelope.reversePath)
-                return Refusal.fromNotOwned().reply
+            // R5 for the header too: every From (and Sender) mailbox must be the customer's, or the
+            // signer would put a DKIM signature of the From domain on another's name.
+            if let refusal = HeaderSenderPolicy.check(header, owns: { customer.ownsSender("x@" + $0) }) {
+                refuse(session, refusal, login: login, sender: envelope.reversePath)
+                return refusal.reply
             }
             customerID = customer.id
         }
+        // Bare LFs were stored as CRLF by the decoder; `reject` refuses such a message as Postfix's
+        // smtpd_forbid_bare_newline = yes does (the end of DATA was a real CRLF.CRLF either way).
+        if envelope.bareLineFeeds > 0, bareNewlineMode == "reject" {
+            let refusal = Refusal(reply: SMTPReply(.bareLineEndingInData), reason: "bare LF in message data")
+            refuse(session, refusal, login: session.authenticatedAs, sender: envelope.reversePath)
+            return refusal.reply
+        }
         // A loop (RFC 5321 §6.3): counted before stripping, and our own earlier Received headers
         // survive stripping, so mail that comes round through the gateway is counted each time.
-        let raw = Array(message.readableBytesView)
-        if HeaderHygiene.count("received", in: raw) >= maxReceived {
+        if header.fields(named: "received").count >= maxReceived {
             let refusal = Refusal(reply: SMTPReply(.tooManyHops), reason: "too many Received headers (mail loop)")
             refuse(session, refusal, login: session.authenticatedAs, sender: envelope.reversePath)
             return refusal.reply
@@ -244,6 +260,18 @@ final class IngressDelegate: SMTPServerDelegate {
         logger[metadataKey: "msgid"] = .string(id.rawValue)
         let now = Date()
         var body = Array(receivedHeader(id: id, session: session, envelope: envelope, date: now).utf8)
+        // RFC 6409 §8.2/§8.3: a submission without Message-ID or Date gets them here (receivers
+        // score their absence as spam; Python's smtplib, for one, sends neither).
+        var fixups: [JSONValue] = []
+        if header.fields(named: "message-id").isEmpty {
+            body.append(contentsOf: "Message-ID: <\(id.rawValue)@\(hostname)>\r\n".utf8)
+            fixups.append("message-id")
+        }
+        if envelope.bareLineFeeds > 0 { fixups.append("bare-lf") }
+        if header.fields(named: "date").isEmpty {
+            body.append(contentsOf: "Date: \(Timestamp.rfc5322(now))\r\n".utf8)
+            fixups.append("date")
+        }
         body.append(contentsOf: HeaderHygiene.strip(raw, removing: stripNames, keep: Self.isOurReceived))
         let facts = SubmissionFacts(
             clientAddress: session.remoteAddress?.ipAddress ?? "", heloName: session.heloName, tls: session.tls,
@@ -257,6 +285,7 @@ final class IngressDelegate: SMTPServerDelegate {
         ]
         if let customerID { eventFacts["customer"] = .string(customerID) }
         if let login = session.authenticatedAs { eventFacts["login"] = .string(login) }
+        if !fixups.isEmpty { eventFacts["fixups"] = .array(fixups) }
         let event = process.event(EventType.accepted, id: id, facts: eventFacts)
         let fingerprint = dedupeSeconds > 0 ? Self.fingerprint(session: session, envelope: envelope, message: message) : nil
         do {
@@ -420,8 +449,11 @@ struct IngressService: Service {
             servers.append(server)
         }
         let watcher = Task { await delegate.watchBackpressure() }
+        let connections = delegate.connections
+        let census = Task { await delegate.census.run(snapshot: { connections.withLock { ($0.total, $0.perIP) } }) }
         try? await gracefulShutdown()
         watcher.cancel()
+        census.cancel()
         for server in servers { try await server.close() }
     }
 }

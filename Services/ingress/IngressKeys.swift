@@ -41,7 +41,10 @@ enum IngressKeys {
         help: "The whole DATA phase must end within this, however steadily the client trickles (then 421 4.4.2).")
     static let maxConnections = ConfigKey<Int>.int(
         "ingress.max_connections", default: 1000, range: 1...1_000_000,
-        help: "Simultaneous connections of this process (R3); more get 421 4.7.0 and are closed.")
+        help: "Simultaneous connections (R3) of every ingress in ingress.connection_limit_scope; more get 421 4.7.0 and are closed.")
+    static let connectionLimitScope = ConfigKey<String>.choice(
+        "ingress.connection_limit_scope", default: "site", choices: ConnectionCensus.Scope.allCases.map(\.rawValue),
+        help: "Whose connections ingress.max_connections and ingress.max_connections_per_ip count: this process, every ingress of the site, or of all sites (shared through Redis each second; a dead process's count lapses within 5 s).")
     static let maxConnectionsPerIP = ConfigKey<Int>.int(
         "ingress.max_connections_per_ip", default: 50, range: 1...1_000_000,
         help: "Simultaneous connections from one client IP (R3); more get 421 4.7.0.")
@@ -67,7 +70,10 @@ enum IngressKeys {
     }
     static let checkSenderDomain = ConfigKey<Bool>.bool(
         "ingress.check_sender_domain", default: true,
-        help: "R5: the sender's domain must have MX or A/AAAA (else 550 5.7.1 Sender Domain must resolve).")
+        help: "R5: the sender's domain must have MX or A/AAAA leading to a public address (else 550 5.7.1 Sender Domain must resolve).")
+    static let allowNonPublicSenderDomains = ConfigKey<Bool>.bool(
+        "ingress.allow_nonpublic_sender_domains", default: false,
+        help: "Let sender domains whose addresses are all private, loopback or reserved pass ingress.check_sender_domain (the local run and the tests).")
     static let authFailuresPerIP = ConfigKey<Int>.int(
         "ingress.auth_failures_per_ip", default: 10, range: 1...100_000,
         help: "Failed logins from one IP within auth_failure_window before AUTH is refused (454 4.7.0).")
@@ -83,6 +89,9 @@ enum IngressKeys {
     static let stripReceived = ConfigKey<Bool>.bool(
         "ingress.strip_received", default: true,
         help: "Remove the customer's own Received headers (R8: internal hosts and IPs); ours is added without the client IP. Earlier Received headers of smg-ingress itself stay, so a loop through the gateway is counted.")
+    static let bareNewline = ConfigKey<String>.choice(
+        "ingress.bare_newline", default: "normalize", choices: ["normalize", "reject"],
+        help: "Bare LF line ends in message data (Postfix 3.9 smtpd_forbid_bare_newline): normalize = store them as CRLF, reject = 554 5.5.2. Only CRLF.CRLF ends DATA either way; bare CR is always refused. Per customer: smgctl customer add --bare-newline.")
     static let maxReceived = ConfigKey<Int>.int(
         "ingress.max_received", default: 50, range: 1...1000,
         help: "Refuse at the end of DATA (554 5.4.6) a message that already has this many Received headers, counted before stripping: a mail loop (Postfix's hopcount_limit).")
@@ -93,10 +102,10 @@ enum IngressKeys {
     static let all: [AnyConfigKey] = [
         listen.erased, implicitTLSListen.erased, hostname.erased, tlsCertificate.erased, tlsKey.erased,
         requireAuth.erased, allowPlaintextAuth.erased, maxMessageSize.erased, maxRecipients.erased, maxCommands.erased,
-        maxErrors.erased, commandTimeout.erased, dataTimeout.erased, maxDataTime.erased, maxConnections.erased, maxConnectionsPerIP.erased,
-        maxPending.erased, maxRedisMemoryFraction.erased, maxInflightBytes.erased, allowNetworks.erased, checkSenderDomain.erased, authFailuresPerIP.erased,
+        maxErrors.erased, commandTimeout.erased, dataTimeout.erased, maxDataTime.erased, maxConnections.erased, maxConnectionsPerIP.erased, connectionLimitScope.erased,
+        maxPending.erased, maxRedisMemoryFraction.erased, maxInflightBytes.erased, allowNetworks.erased, checkSenderDomain.erased, allowNonPublicSenderDomains.erased, authFailuresPerIP.erased,
         authFailuresPerLogin.erased, authFailureWindow.erased, stripHeaders.erased, stripReceived.erased,
-        maxReceived.erased, receivedShowsClient.erased, StageKeys.redriveAfter.erased,
+        maxReceived.erased, bareNewline.erased, receivedShowsClient.erased, StageKeys.redriveAfter.erased,
     ] + [dedupeWindow.erased] + DNSKeys.all
 
     static let dedupeWindow = ConfigKey.duration(

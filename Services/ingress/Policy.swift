@@ -5,6 +5,8 @@ import SMTPProtocol
 import Foundation
 import Crypto
 import SMGSync
+import SMGDKIM
+import SMGMIME
 
 /// A refusal: the reply the client gets, and the reason operators see in the event and metric.
 struct Refusal: Error {
@@ -57,6 +59,13 @@ struct Refusal: Error {
     static func tooBig() -> Refusal {
         Refusal(reply: SMTPReply(.messageTooBig), reason: "message larger than the customer's limit")
     }
+    /// A From or Sender field that the RFC 5322 parser cannot read, or that is repeated: the reply
+    /// says which field and why, so that the customer's developer can fix the application.
+    static func addressHeaderMalformed(_ field: String, _ why: String) -> Refusal {
+        let table = SMTPReply(.addressHeaderMalformed)
+        return Refusal(reply: SMTPReply(code: table.code, enhanced: table.enhanced, "\(field) header: \(why)"),
+                       reason: "\(field) header malformed: \(why)")
+    }
     static func fromNotOwned() -> Refusal {
         Refusal(reply: SMTPReply(.fromNotOwned),
                 reason: "From header domain not owned by the customer")
@@ -71,22 +80,19 @@ struct Refusal: Error {
 struct DNSChecks {
     let resolver: DNSResolver
 
-    /// R5: the sender domain has an MX (not the null MX) or at least an A/AAAA record.
+    let allowNonPublic: Bool
+
+    /// R5: mail could be sent back to the sender's domain: its MX (not the null MX) or, without
+    /// MX, its A/AAAA lead to at least one public address (RFC 5321 §5.1 routing, the same
+    /// `mailDestination` egress uses). Private, loopback and reserved addresses count as none
+    /// unless `ingress.allow_nonpublic_sender_domains`. Address literals are refused.
     func senderDomain(_ domain: String) async -> Refusal? {
-        guard !domain.isEmpty else { return .senderDomainUnresolvable() }
-        let mx: DNSResult<DNSMXAnswer>
-        do { mx = try await resolver.mx(domain) } catch { return .senderDomainUnresolvable() }  // not a valid name
-        switch mx {
-        case .answer(.exchangers(let list), _, _) where !list.isEmpty: return nil
-        case .answer(.nullMX, _, _): return .senderDomainUnresolvable()
-        case .nxdomain: return .senderDomainUnresolvable()
-        case .answer, .nodata: break
-        case .servfail, .timeout, .refused, .formerr: return .senderDomainTemporary()
-        }
-        switch (try? await resolver.addresses(of: domain)) ?? .servfail {
-        case .answer(let list, _, _) where !list.isEmpty: return nil
-        case .answer, .nxdomain, .nodata: return .senderDomainUnresolvable()
-        case .servfail, .timeout, .refused, .formerr: return .senderDomainTemporary()
+        guard !domain.isEmpty, !domain.hasPrefix("[") else { return .senderDomainUnresolvable() }
+        let policy = MailDestinationPolicy(maxAddresses: 1, allowNonPublic: allowNonPublic)
+        switch await resolver.mailDestination(for: domain, policy: policy) {
+        case .targets(let targets): return targets.isEmpty ? .senderDomainUnresolvable() : nil
+        case .nullMX, .permanentFailure: return .senderDomainUnresolvable()
+        case .temporaryFailure: return .senderDomainTemporary()
         }
     }
 
@@ -183,5 +189,34 @@ final class Authenticator: Sendable {
     /// changed password changes the stored hash, which invalidates the entry). Memory only.
     static func digest(password: String, hash: String) -> [UInt8] {
         Array(SHA256.hash(data: Array(password.utf8) + [0] + Array(hash.utf8)))
+    }
+}
+
+/// R5 for the header section: exactly one `From:` field, at most one `Sender:`, and every mailbox
+/// in them (groups, several mailboxes, obsolete routes included) at a domain of the customer — the
+/// signer signs with the From domain's key, so one foreign mailbox would get the customer's
+/// signature on another's name. Parsed with the one RFC 5322 parser (`SMGMIME.AddressList`).
+enum HeaderSenderPolicy {
+    static func check(_ message: DKIMMessage, owns: (String) -> Bool) -> Refusal? {
+        for (name, required) in [("From", true), ("Sender", false)] {
+            let fields = message.fields(named: name)
+            if fields.isEmpty {
+                if required { return .fromNotOwned() }
+                continue
+            }
+            guard fields.count == 1 else { return .addressHeaderMalformed(name, "more than one \(name) field") }
+            let mailboxes: [AddressList.Mailbox]
+            do {
+                mailboxes = try AddressList.mailboxes(fields[0].value)
+            } catch {
+                return .addressHeaderMalformed(name, error.reason)
+            }
+            guard !mailboxes.isEmpty else { return .addressHeaderMalformed(name, "no mailbox") }
+            if name == "Sender", mailboxes.count != 1 { return .addressHeaderMalformed(name, "more than one mailbox") }
+            for mailbox in mailboxes where mailbox.isDomainLiteral || !owns(mailbox.domain) {
+                return .fromNotOwned()
+            }
+        }
+        return nil
     }
 }

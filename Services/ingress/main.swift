@@ -32,6 +32,9 @@ await ServiceMain.run(program: "smg-ingress", keys: IngressKeys.all) { process i
     smtp.commandTimeout = .milliseconds(Int64(try config.get(IngressKeys.commandTimeout).milliseconds))
     smtp.dataTimeout = .milliseconds(Int64(try config.get(IngressKeys.dataTimeout).milliseconds))
     smtp.maxDataDuration = .milliseconds(Int64(try config.get(IngressKeys.maxDataTime).milliseconds))
+    // Bare LFs are always stored as CRLF and counted; the delegate refuses the message when the
+    // customer's (or the listener's) ingress.bare_newline is `reject`.
+    smtp.normalizeBareLineFeeds = true
     smtp.tls = tls
     smtp.authMechanisms = ["PLAIN", "LOGIN"]
     smtp.allowPlaintextAuth = try config.get(IngressKeys.allowPlaintextAuth)

@@ -26,6 +26,8 @@ struct CustomerCommand: AsyncParsableCommand {
         var maxSize: Int?
         @Option(name: .long, help: "Most recipients per message.")
         var maxRecipients: Int?
+        @Option(name: .long, help: "Bare LF line ends in messages: reject or normalize (default: ingress.bare_newline).")
+        var bareNewline: String?
     }
 
     struct Add: AsyncParsableCommand {
@@ -40,7 +42,7 @@ struct CustomerCommand: AsyncParsableCommand {
             let customer = Customer(id: id, name: name, networks: policy.network, domains: policy.domain.map { $0.lowercased() },
                                     rateLimitPerMinute: policy.rateLimit, requireTLS: policy.requireTLS,
                                     reverseDNSCheck: policy.reverseDNS, maxMessageSize: policy.maxSize,
-                                    maxRecipients: policy.maxRecipients)
+                                    maxRecipients: policy.maxRecipients, bareNewline: policy.bareNewline)
             do { try customer.validate() } catch let error as AccountError { throw ValidationError("\(error.message)") }
             try await AccountStore(redis: redis, keys: keys).saveCustomer(customer)
             print(try String(decoding: JSONEncoder.sorted.encode(customer), as: UTF8.self))

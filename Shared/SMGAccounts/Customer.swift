@@ -20,10 +20,12 @@ public struct Customer: Sendable, Codable, Hashable {
     public var maxMessageSize: Int?
     public var maxRecipients: Int?
     public var disabled: Bool
+    /// `reject` or `normalize`: overrides `ingress.bare_newline` for this customer (nil = the listener's).
+    public var bareNewline: String?
 
     public init(id: String, name: String? = nil, networks: [String] = [], domains: [String] = [],
                 rateLimitPerMinute: Int? = nil, requireTLS: Bool = false, reverseDNSCheck: Bool = false,
-                maxMessageSize: Int? = nil, maxRecipients: Int? = nil, disabled: Bool = false) {
+                maxMessageSize: Int? = nil, maxRecipients: Int? = nil, disabled: Bool = false, bareNewline: String? = nil) {
         self.id = id
         self.name = name ?? id
         self.networks = networks
@@ -34,6 +36,7 @@ public struct Customer: Sendable, Codable, Hashable {
         self.maxMessageSize = maxMessageSize
         self.maxRecipients = maxRecipients
         self.disabled = disabled
+        self.bareNewline = bareNewline
     }
 
     /// The parsed networks (invalid entries are refused when the customer is saved).
@@ -66,6 +69,9 @@ public struct Customer: Sendable, Codable, Hashable {
         }
         if let size = maxMessageSize, size < 1024 { throw fail("max-size", "must be at least 1024 bytes") }
         if let count = maxRecipients, count < 1 { throw fail("max-recipients", "must be at least 1") }
+        if let mode = bareNewline, !["reject", "normalize"].contains(mode) {
+            throw fail("bare-newline", "\"\(mode)\" is not one of reject, normalize")
+        }
     }
 
     static func isValidID(_ id: String) -> Bool {

@@ -283,6 +283,14 @@ extension ConfigKey where Value == String {
             return .success(text)
         }
     }
+
+    /// A string that must be one of `choices`; the error names them.
+    public static func choice(_ name: String, default d: String, choices: [String], help: String) -> ConfigKey<String> {
+        ConfigKey(name, default: d, kind: "one of \(choices.joined(separator: ", "))", help: help) { text in
+            choices.contains(text)
+                ? .success(text) : .failure(ConfigProblem("\"\(text)\" is not one of \(choices.joined(separator: ", "))"))
+        }
+    }
 }
 
 extension ConfigKey where Value == Int {

@@ -1,3 +1,4 @@
+import SMGMIME
 /// A message split into its header fields and body, without copying the octets.
 ///
 /// Lines end in CRLF (the gateway stores messages as received over SMTP). A header field is a
@@ -61,35 +62,15 @@ public struct DKIMMessage: Sendable {
         return fields.filter { $0.key == key }
     }
 
-    /// The domain of the first From header's address, lowercased; nil when there is none.
+    /// The domain of the first mailbox of the From field (RFC 5322 address list, `SMGMIME.AddressList`),
+    /// lower-cased; nil when there is no From field, more than one, or it does not parse, or the
+    /// mailbox is at a domain literal. The signer signs for this domain, so it must be exactly the
+    /// one ingress checked.
     public var fromDomain: String? {
-        for field in fields(named: "from") {
-            if let domain = Self.domain(ofAddressIn: field.value) { return domain }
-        }
-        return nil
-    }
-
-    /// The domain of every From field, top to bottom (nil where a field has no readable address).
-    public var fromDomains: [String?] {
-        fields(named: "from").map { Self.domain(ofAddressIn: $0.value) }
-    }
-
-    /// The domain of the (first) address in a From-style header value: `Name <a@b>` or `a@b`.
-    static func domain(ofAddressIn value: String) -> String? {
-        var text = Substring(value)
-        if let open = text.lastIndex(of: "<"), let close = text[open...].firstIndex(of: ">") {
-            text = text[text.index(after: open)..<close]
-        } else if let comma = text.firstIndex(of: ",") {
-            text = text[..<comma]
-        }
-        guard let at = text.lastIndex(of: "@") else { return nil }
-        var domain = text[text.index(after: at)...]
-        if let paren = domain.firstIndex(of: "(") { domain = domain[..<paren] }
-        let cleaned = String(domain).trimmingWSP().trimmingCharacters(in: [">", ";", "\"", "."]).lowercased()
-        guard !cleaned.isEmpty, cleaned.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }) else {
-            return nil
-        }
-        return cleaned
+        let from = fields(named: "from")
+        guard from.count == 1, let first = try? AddressList.mailboxes(from[0].value).first,
+              !first.isDomainLiteral else { return nil }
+        return first.domain
     }
 }
 

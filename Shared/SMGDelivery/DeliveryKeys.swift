@@ -85,12 +85,3 @@ public enum DeliveryKeys {
         maxReceived.erased, destinationConcurrency.erased, destinationRate.erased, reuseLimit.erased, idleTimeout.erased,
     ] + DNSKeys.all
 }
-
-extension ConfigKey where Value == String {
-    /// A string that must be one of `choices`; the error names them.
-    static func choice(_ name: String, default d: String, choices: [String], help: String) -> ConfigKey<String> {
-        .string(name, default: d, help: help) { text in
-            choices.contains(text) ? nil : "\"\(text)\" is not one of \(choices.joined(separator: ", "))"
-        }
-    }
-}

@@ -69,4 +69,14 @@ public struct Keyspace: Sendable, Hashable {
     public func dkimKeys(_ domain: String) -> String { "\(prefix)dkim:\(domain)" }
     /// SET: domains that have DKIM keys.
     public var dkimDomains: String { "\(prefix)dkim:domains" }
+
+    // Ingress connection census (R3 across processes).
+
+    /// HASH with a short time to live: one ingress process's open connections (`_total`, and one
+    /// field per client IP), rewritten every second.
+    public func connections(site: String, instance: String) -> String { "\(prefix)conn:\(site):\(instance)" }
+    /// What `connections(site:)` keys of a site, or of all sites, start with.
+    public func connectionsPrefix(site: String?) -> String { site.map { "\(prefix)conn:\($0):" } ?? "\(prefix)conn:" }
+    /// ZSET: every census hash → when it expires (ms).
+    public var connectionsIndex: String { "\(prefix)conn-index" }
 }

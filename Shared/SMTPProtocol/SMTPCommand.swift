@@ -18,6 +18,8 @@ public enum SMTPCommand: Sendable, Hashable {
     case starttls
     /// RFC 4954: mechanism upper-cased; the initial response as sent (base64 or `=`), if any.
     case auth(mechanism: String, initialResponse: String?)
+    /// RFC 3030: a chunk of `size` octets follows the command line; `last` ends the message.
+    case bdat(size: Int, last: Bool)
 }
 
 /// Why a command line was refused; `status` selects the reply from `SMTPStatus.table`.
@@ -87,6 +89,15 @@ public enum SMTPCommandParser {
                 return .failure(SMTPCommandError(.parameterSyntax, "AUTH mechanism [initial-response]"))
             }
             return .success(.auth(mechanism: words[0].uppercased(), initialResponse: words.count == 2 ? String(words[1]) : nil))
+        case "BDAT":
+            let words = String(decoding: rest, as: UTF8.self).split(separator: " ", omittingEmptySubsequences: true)
+            guard (1...2).contains(words.count), (1...18).contains(words[0].utf8.count),
+                  words[0].utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let size = Int(words[0]),
+                  words.count == 1 || words[1].uppercased() == "LAST"
+            else {
+                return .failure(SMTPCommandError(.bdatSyntax, "BDAT size [LAST]"))
+            }
+            return .success(.bdat(size: size, last: words.count == 2))
         default:
             return .failure(SMTPCommandError(.syntaxError, "unknown verb"))
         }

@@ -24,55 +24,53 @@ public enum SMTPDataOutcome: Sendable, Hashable {
 /// is known to be rejected (too big or tainted) the buffer is dropped and only counting
 /// continues. Bytes after the end marker are left in the input buffer (pipelining).
 /// NUL and other octets pass through unchanged (8BITMIME). Not thread-safe.
+///
+/// `normalizeBareLineFeeds` (Postfix 3.9's `smtpd_forbid_bare_newline = normalize`): a bare LF
+/// is stored as CRLF and counted in `bareLineFeeds` instead of tainting the message. The line
+/// after it is a line for dot-unstuffing, but it can never end the data: only a real
+/// `CR LF . CR LF` does, so smuggling stays impossible. A bare CR taints in both modes.
 public struct SMTPDataDecoder: Sendable {
-    enum State: Sendable { case lineStart, inLine, cr, dot, dotCR }
+    /// `softLineStart`: after a normalized bare LF (unstuffs a leading dot, never ends the data).
+    enum State: Sendable { case lineStart, softLineStart, inLine, cr, dot, dotCR }
 
-    public let maximumMessageSize: Int
+    public var maximumMessageSize: Int { message.maximumMessageSize }
+    public let normalizeBareLineFeeds: Bool
     private var state: State = .lineStart
-    private var body: ByteBuffer
-    private var size = 0
-    private var tainted = false
-    private var keeping = true
+    private var message: SMTPMessageBuffer
+    /// Bare LFs stored as CRLF (normalize mode).
+    public private(set) var bareLineFeeds = 0
 
-    public init(maximumMessageSize: Int, allocator: ByteBufferAllocator = ByteBufferAllocator()) {
-        self.maximumMessageSize = maximumMessageSize
-        self.body = allocator.buffer(capacity: min(maximumMessageSize, 64 * 1024))
+    public init(maximumMessageSize: Int, normalizeBareLineFeeds: Bool = false,
+                allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        self.normalizeBareLineFeeds = normalizeBareLineFeeds
+        self.message = SMTPMessageBuffer(maximumMessageSize: maximumMessageSize, allocator: allocator)
+    }
+
+    /// A bare LF: CRLF and a soft line start when normalizing, else the message is tainted.
+    private mutating func bareLineFeed() {
+        if normalizeBareLineFeeds {
+            emit(UInt8(ascii: "\r")); emit(UInt8(ascii: "\n"))
+            bareLineFeeds += 1
+            state = .softLineStart
+        } else {
+            emit(UInt8(ascii: "\n")); taint(); state = .inLine
+        }
     }
 
     /// Message bytes held right now (≤ `maximumMessageSize`).
-    public var bufferedByteCount: Int { body.readableBytes }
+    public var bufferedByteCount: Int { message.bufferedByteCount }
     /// Unstuffed bytes seen so far.
-    public var byteCount: Int { size }
+    public var byteCount: Int { message.size }
 
-    private mutating func emit(_ bytes: UnsafeRawBufferPointer) {
-        size += bytes.count
-        guard keeping else { return }
-        if size > maximumMessageSize || tainted {
-            drop()
-            return
-        }
-        body.writeBytes(bytes)
-    }
-
-    private mutating func emit(_ byte: UInt8) {
-        withUnsafeBytes(of: byte) { emit($0) }
-    }
-
-    private mutating func taint() {
-        tainted = true
-        drop()
-    }
+    private mutating func emit(_ bytes: UnsafeRawBufferPointer) { message.emit(bytes) }
+    private mutating func emit(_ byte: UInt8) { message.emit(byte) }
+    private mutating func taint() { message.taint() }
 
     /// Stops keeping the message (e.g. the process's memory budget is used up): what is held
     /// is freed, the rest is only counted and scanned for the end marker, and the outcome is
     /// still reported — the caller must not accept it (it knows it called this).
     public mutating func discardBody() {
-        drop()
-    }
-
-    private mutating func drop() {
-        keeping = false
-        body = ByteBuffer()
+        message.drop()
     }
 
     /// Consumes input; returns the outcome once the end marker was consumed, else nil
@@ -95,8 +93,7 @@ public struct SMTPDataDecoder: Sendable {
                     if raw[i] == cr {
                         state = .cr
                     } else {
-                        emit(lf)
-                        taint()  // bare LF
+                        bareLineFeed()
                     }
                     i += 1
                 case .lineStart:
@@ -107,7 +104,19 @@ public struct SMTPDataDecoder: Sendable {
                     } else if b == cr {
                         state = .cr
                     } else if b == lf {
-                        emit(lf); taint(); state = .inLine
+                        bareLineFeed()
+                    } else {
+                        emit(b); state = .inLine
+                    }
+                case .softLineStart:
+                    let b = raw[i]
+                    i += 1
+                    if b == dot {
+                        state = .inLine  // stuffing removed; this line cannot be the end marker
+                    } else if b == cr {
+                        state = .cr
+                    } else if b == lf {
+                        bareLineFeed()
                     } else {
                         emit(b); state = .inLine
                     }
@@ -127,7 +136,7 @@ public struct SMTPDataDecoder: Sendable {
                     if b == cr {
                         state = .dotCR
                     } else if b == lf {
-                        emit(lf); taint(); state = .inLine
+                        bareLineFeed()  // "CRLF . LF" is a line (".", unstuffed), never the end
                     } else {
                         emit(b); state = .inLine  // the leading dot was stuffing
                     }
@@ -148,15 +157,6 @@ public struct SMTPDataDecoder: Sendable {
         }
         buffer.moveReaderIndex(forwardBy: consumed)
         guard finished else { return nil }
-        let outcome: SMTPDataOutcome
-        if tainted {
-            outcome = .bareLineEnding
-        } else if size > maximumMessageSize {
-            outcome = .tooBig(size: size)
-        } else {
-            outcome = .message(body)
-        }
-        body = ByteBuffer()
-        return outcome
+        return message.outcome()
     }
 }

@@ -9,6 +9,9 @@ public struct SMTPEnvelope: Sendable, Hashable {
     public var mailParameters: [String: String]
     /// Accepted forward paths, in order.
     public var recipients: [String]
+    /// Bare LFs in the message data that were stored as CRLF (`SMTPDataDecoder` in normalize
+    /// mode); the receiver of the message decides whether to accept such a message.
+    public var bareLineFeeds = 0
 
     public init(reversePath: String, mailParameters: [String: String] = [:], recipients: [String] = []) {
         self.reversePath = reversePath
@@ -99,6 +102,8 @@ public struct SMTPServerStateMachine: Sendable {
         /// DATA command instead of the 354, or instead of `dataComplete` once the data ended.
         /// The reply (a 4xx) is sent, the transaction is reset, the session goes on.
         case abortData(SMTPReply)
+        /// A BDAT chunk that is not the last was read in full (RFC 3030).
+        case chunkReceived(size: Int)
     }
 
     public enum Action: Sendable, Hashable {
@@ -118,6 +123,11 @@ public struct SMTPServerStateMachine: Sendable {
         case refused(reason: String, reply: SMTPReply)
         /// Flush what was sent, then close the connection.
         case close
+        /// The next `size` octets are a BDAT chunk of the message (`first`: a new message starts;
+        /// `last`: feed `dataComplete` after it, else `chunkReceived`). No line parsing meanwhile.
+        case readChunk(size: Int, last: Bool, first: Bool)
+        /// The next `size` octets are a refused BDAT chunk: read and drop them (RFC 3030 §3).
+        case discardChunk(size: Int)
     }
 
     enum Pending: Sendable, Hashable {
@@ -149,6 +159,8 @@ public struct SMTPServerStateMachine: Sendable {
     private var pending: Pending? = .connection
     private var authExchange: AuthExchange?
     private var shutdownRequested = false
+    /// A BDAT transaction is under way (a chunk was accepted; DATA and RCPT are out of sequence).
+    public private(set) var chunking = false
 
     public init(configuration: Configuration, tlsActive: Bool = false) {
         self.configuration = configuration
@@ -167,7 +179,7 @@ public struct SMTPServerStateMachine: Sendable {
 
     /// The EHLO reply lines after the first (the extensions). Later issues add STARTTLS/AUTH here.
     public var extensions: [String] {
-        var list = ["PIPELINING", "SIZE \(configuration.maxMessageSize)", "8BITMIME", "ENHANCEDSTATUSCODES"]
+        var list = ["PIPELINING", "SIZE \(configuration.maxMessageSize)", "8BITMIME", "ENHANCEDSTATUSCODES", "CHUNKING"]
         if configuration.smtpUTF8 { list.append("SMTPUTF8") }
         if configuration.tlsAvailable && !tlsActive { list.append("STARTTLS") }
         if authAllowedNow && authenticatedAs == nil {
@@ -225,12 +237,17 @@ public struct SMTPServerStateMachine: Sendable {
             }
         case .invalidCommand(let error):
             guard pending == nil, state != .inData else { return unexpected() }
+            if error.status == .bdatSyntax {
+                // The chunk's length is unknown: its octets would be read as commands.
+                state = .quit
+                return [.send(SMTPReply(.bdatSyntax)), .close]
+            }
             return protocolError(error.status)
         case .command(let command):
             guard pending == nil, state != .inData else { return unexpected() }
             return handleCommand(command)
         case .dataComplete(let outcome):
-            guard pending == nil, state == .inData, let envelope else { return unexpected() }
+            guard pending == nil, state == .inData || chunking, let envelope else { return unexpected() }
             switch outcome {
             case .message(let message):
                 pending = .data
@@ -242,8 +259,11 @@ public struct SMTPServerStateMachine: Sendable {
                 resetTransaction()
                 return [.send(SMTPReply(.bareLineEndingInData))]
             }
+        case .chunkReceived(let size):
+            guard pending == nil, chunking else { return unexpected() }
+            return [.send(SMTPReply(code: 250, enhanced: "2.0.0", "\(size) octets received"))]
         case .abortData(let reply):
-            guard pending == nil, state == .inData else { return unexpected() }
+            guard pending == nil, state == .inData || chunking else { return unexpected() }
             resetTransaction()
             return [.send(reply)]
         case .mailDecision(let reply):
@@ -415,6 +435,7 @@ public struct SMTPServerStateMachine: Sendable {
             default: break
             }
             guard let envelope else { return unexpected() }
+            if chunking { return protocolError(.badSequence) }
             if !parameters.isEmpty { return protocolError(.parameterNotImplemented) }
             if !SMTPPath.isASCII(path), envelope.mailParameters["SMTPUTF8"] == nil {
                 return protocolError(.utf8NotDeclared)
@@ -431,6 +452,7 @@ public struct SMTPServerStateMachine: Sendable {
             case .afterHelo, .inMail: return protocolError(.needRecipient)
             default: break
             }
+            if chunking { return protocolError(.badSequence) }
             state = .inData
             return [.send(SMTPReply(.startMailInput)), .startData]
         case .rset:
@@ -457,11 +479,24 @@ public struct SMTPServerStateMachine: Sendable {
             return [.send(SMTPReply(.readyToStartTLS)), .startTLS]
         case .auth(let mechanism, let initialResponse):
             return handleAuth(mechanism: mechanism, initialResponse: initialResponse)
+        case .bdat(let size, let last):
+            let refusal: SMTPStatus?
+            switch state {
+            case .greeting: refusal = .needHelo
+            case .afterHelo: refusal = .needMail
+            case .inMail: refusal = .needRecipient
+            default: refusal = nil
+            }
+            if let refusal { return [.discardChunk(size: size)] + protocolError(refusal) }
+            let first = !chunking
+            chunking = true
+            return [.readChunk(size: size, last: last, first: first)]
         }
     }
 
     private mutating func resetTransaction() {
         envelope = nil
+        chunking = false
         if state != .greeting && state != .quit { state = .afterHelo }
     }
 

@@ -38,6 +38,8 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
     public static let needRecipient = SMTPStatus("need-recipient")
     public static let nestedMail = SMTPStatus("nested-mail")
     public static let badSequence = SMTPStatus("bad-sequence")
+    /// A BDAT line that does not parse: its chunk cannot be skipped, so the session is closed.
+    public static let bdatSyntax = SMTPStatus("bdat-syntax")
     public static let utf8NotDeclared = SMTPStatus("utf8-not-declared")
     // Transaction outcomes
     public static let messageTooBig = SMTPStatus("message-too-big")
@@ -83,6 +85,7 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
     public static let temporaryFailure = SMTPStatus("temporary-failure")
     public static let fromNotOwned = SMTPStatus("from-not-owned")
     public static let tooManyHops = SMTPStatus("too-many-hops")
+    public static let addressHeaderMalformed = SMTPStatus("address-header-malformed")
     public static let messageStoreFailed = SMTPStatus("message-store-failed")
     // Delivery (SMTP client and egress): replies made up when the peer gave none
     public static let deliveryIncomplete = SMTPStatus("delivery-incomplete")
@@ -112,6 +115,7 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
         .needRecipient: (503, "5.5.1", "Error: need RCPT command"),
         .nestedMail: (503, "5.5.1", "Error: nested MAIL command"),
         .badSequence: (503, "5.5.1", "Error: bad sequence of commands"),
+        .bdatSyntax: (501, "5.5.4", "Syntax: BDAT <size> [LAST]; closing, the chunk cannot be skipped"),
         .utf8NotDeclared: (553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8"),
         .messageTooBig: (552, "5.3.4", "Error: message file too big"),
         .bareLineEndingInData: (554, "5.5.2", "Error: bare <CR> or <LF> in message data"),
@@ -151,6 +155,7 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
         .temporaryFailure: (451, "4.3.0", "Temporary failure, try again later"),
         .fromNotOwned: (550, "5.7.1", "From header missing or not owned by your account"),
         .tooManyHops: (554, "5.4.6", "Too many hops (Received headers): mail loop"),
+        .addressHeaderMalformed: (550, "5.6.0", "Malformed From or Sender header"),
         .messageStoreFailed: (451, "4.3.0", "Temporary failure storing the message, try again later"),
         .deliveryIncomplete: (451, "4.4.2", "Delivery incomplete"),
         .deliveryHandedOff: (451, "4.3.0", "Not sent: delivery handed to another process"),

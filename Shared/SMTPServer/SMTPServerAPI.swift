@@ -11,6 +11,9 @@ public struct SMTPServerConfiguration: Sendable {
     public var greetingText: String
     /// Largest accepted message (unstuffed bytes); advertised as SIZE. Default 25 MiB.
     public var maxMessageSize: Int
+    /// Store bare LFs in message data as CRLF (counted in `SMTPEnvelope.bareLineFeeds`) instead
+    /// of refusing the message with 554 5.5.2; only `CRLF.CRLF` ever ends the data either way.
+    public var normalizeBareLineFeeds = false
     /// Recipients per transaction; more get 452 4.5.3. Default 100.
     public var maxRecipients: Int
     /// Command line limit including CRLF; at least 512 (RFC 5321). Default 2048.

@@ -46,6 +46,11 @@ final class SMTPServerHandler: ChannelDuplexHandler {
     private var machine: SMTPServerStateMachine
     private var lineDecoder: SMTPLineDecoder
     private var dataDecoder: SMTPDataDecoder?
+    /// Bare LFs the last DATA had (normalize mode), handed to the delegate with the envelope.
+    private var lastBareLineFeeds = 0
+    /// BDAT (RFC 3030): the message assembled so far, and the chunk being read.
+    private var assembler: SMTPChunkAssembler?
+    private var chunk: (size: Int, remaining: Int, last: Bool, discard: Bool)?
     private var pending = ByteBuffer()
     private var session: SMTPSessionInfo
     private var readHeld = false
@@ -102,7 +107,7 @@ final class SMTPServerHandler: ChannelDuplexHandler {
         // In DATA the idle timer restarts with every chunk (bounded overall by the DATA deadline);
         // for commands it does not: a command line must be complete within commandTimeout, so a
         // client dripping one byte at a time cannot hold a session forever.
-        if dataDecoder != nil { armTimer(context: context) }
+        if dataDecoder != nil || chunk != nil { armTimer(context: context) }
         processInput(context: context)
     }
 
@@ -115,6 +120,8 @@ final class SMTPServerHandler: ChannelDuplexHandler {
         dataDeadline = nil
         pending = ByteBuffer()
         dataDecoder = nil
+        chunk = nil
+        assembler = nil
         if !machine.isAwaitingDecision {
             releaseBudget()
             reportClosed()
@@ -162,21 +169,44 @@ final class SMTPServerHandler: ChannelDuplexHandler {
 
     private func processInput(context: ChannelHandlerContext) {
         while !closing, !machine.isAwaitingDecision {
+            if chunk == nil, assembler != nil, !machine.chunking {
+                // The BDAT transaction was reset (RSET, a refusal): drop what it had collected.
+                assembler = nil
+                dataDeadline?.cancel()
+                dataDeadline = nil
+                releaseBudget()
+            }
+            if let current = chunk {
+                let take = min(current.remaining, pending.readableBytes)
+                if take > 0 {
+                    if !current.discard {
+                        reserveForChunk(take)
+                        pending.withUnsafeReadableBytes { assembler!.append(UnsafeRawBufferPointer(rebasing: $0[0..<take])) }
+                    }
+                    pending.moveReaderIndex(forwardBy: take)
+                    chunk!.remaining -= take
+                }
+                guard chunk!.remaining == 0 else { break }
+                chunk = nil
+                if current.discard {
+                    // A refused chunk is gone; its reply was sent with the refusal.
+                } else if current.last {
+                    let outcome = assembler!.finish()
+                    lastBareLineFeeds = assembler!.bareLineFeeds
+                    assembler = nil
+                    messageComplete(context: context, outcome)
+                } else {
+                    perform(context: context, machine.handle(.chunkReceived(size: current.size)))
+                }
+                if !closing, !machine.isAwaitingDecision { armTimer(context: context) }
+                continue
+            }
             if dataDecoder != nil {
                 reserveForData()
                 guard let outcome = dataDecoder!.feed(&pending) else { break }
+                lastBareLineFeeds = dataDecoder!.bareLineFeeds
                 dataDecoder = nil
-                dataDeadline?.cancel()
-                dataDeadline = nil
-                if overBudget, case .message = outcome {
-                    let reply = SMTPReply(.insufficientStorage)
-                    logger.info("smtp DATA refused: in-flight byte budget used up")
-                    reportRefusal(reason: "in-flight DATA budget used up", reply: reply)
-                    perform(context: context, machine.handle(.abortData(reply)))
-                } else {
-                    perform(context: context, machine.handle(.dataComplete(outcome)))
-                }
-                if !machine.isAwaitingDecision { releaseBudget() }
+                messageComplete(context: context, outcome)
                 if !closing, !machine.isAwaitingDecision { armTimer(context: context) }
             } else {
                 guard let event = lineDecoder.next(&pending) else { break }
@@ -185,6 +215,7 @@ final class SMTPServerHandler: ChannelDuplexHandler {
             }
         }
         let buffered = pending.readableBytes + lineDecoder.bufferedByteCount + (dataDecoder?.bufferedByteCount ?? 0)
+            + (assembler?.bufferedByteCount ?? 0)
         stats.observeBuffered(buffered)
         if pending.readableBytes == 0 {
             pending.clear()
@@ -265,7 +296,10 @@ final class SMTPServerHandler: ChannelDuplexHandler {
                 ask(context: context, {
                     await delegate.rcptTo(session, envelope: envelope, forwardPath: forwardPath, parameters: parameters)
                 }, then: { .rcptDecision($0) })
-            case .askData(let envelope, let message):
+            case .askData(let asked, let message):
+                var withCount = asked
+                withCount.bareLineFeeds = lastBareLineFeeds
+                let envelope = withCount
                 let (session, delegate) = (self.session, self.delegate)
                 ask(context: context, {
                     await delegate.dataReceived(session, envelope: envelope, message: message)
@@ -276,18 +310,24 @@ final class SMTPServerHandler: ChannelDuplexHandler {
             case .startData:
                 lineDecoder.reset()
                 dataDecoder = SMTPDataDecoder(maximumMessageSize: configuration.maxMessageSize,
+                                              normalizeBareLineFeeds: configuration.normalizeBareLineFeeds,
                                               allocator: context.channel.allocator)
                 armTimer(context: context)
-                dataDeadline?.cancel()
-                dataDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.maxDataDuration) {
-                    self.dataDeadline = nil
-                    guard !self.closing, self.dataDecoder != nil else { return }
-                    self.logger.info("smtp DATA deadline exceeded")
-                    self.dataDecoder = nil
-                    self.releaseBudget()
-                    self.perform(context: context, self.machine.handle(.timeout))
-                    context.flush()
+                startDataDeadline(context: context)
+            case .readChunk(let size, let last, let first):
+                lineDecoder.reset()
+                if first || assembler == nil {
+                    assembler = SMTPChunkAssembler(maximumMessageSize: configuration.maxMessageSize,
+                                                   normalizeBareLineFeeds: configuration.normalizeBareLineFeeds,
+                                                   allocator: context.channel.allocator)
+                    startDataDeadline(context: context)  // the whole BDAT transaction, as for DATA
                 }
+                chunk = (size, size, last, false)
+                armTimer(context: context)
+            case .discardChunk(let size):
+                lineDecoder.reset()
+                chunk = (size, size, false, true)
+                armTimer(context: context)
             case .close:
                 closing = true
                 timer?.cancel()
@@ -331,32 +371,79 @@ final class SMTPServerHandler: ChannelDuplexHandler {
         timer?.cancel()
         timer = nil
         guard !closing, !machine.isAwaitingDecision else { return }
-        let timeout = dataDecoder != nil ? configuration.dataTimeout : configuration.commandTimeout
+        let timeout = dataDecoder != nil || chunk != nil ? configuration.dataTimeout : configuration.commandTimeout
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
             self.timer = nil
             guard !self.closing, !self.machine.isAwaitingDecision else { return }
-            self.logger.info("smtp timeout", metadata: ["data": "\(self.dataDecoder != nil)"])
-            self.dataDecoder = nil
-            self.releaseBudget()
-            self.perform(context: context, self.machine.handle(.timeout))
-            context.flush()
+            self.logger.info("smtp timeout", metadata: ["data": "\(self.dataDecoder != nil || self.chunk != nil)"])
+            self.timedOut(context: context)
         }
     }
 
-    /// Before DATA bytes are buffered: extends the reservation to cover them, or (budget used
-    /// up) gives it back and makes the decoder discard the body from here on.
+    /// Before message octets are buffered (DATA or a BDAT chunk): extends the reservation to
+    /// cover them, or (budget used up) gives it back and makes the decoder or assembler discard
+    /// the body from here on.
     private func reserveForData() {
-        guard let budget = configuration.inflightBudget, !overBudget, let decoder = dataDecoder else { return }
-        let need = min(decoder.bufferedByteCount + pending.readableBytes, configuration.maxMessageSize)
-        guard need > reserved else { return }
+        guard let decoder = dataDecoder else { return }
+        if !reserve(holding: decoder.bufferedByteCount, adding: pending.readableBytes) { dataDecoder!.discardBody() }
+    }
+
+    private func reserveForChunk(_ adding: Int) {
+        guard let held = assembler?.bufferedByteCount else { return }
+        if !reserve(holding: held, adding: adding) { assembler!.discardBody() }
+    }
+
+    /// False when the budget is used up (and the reservation was given back).
+    private func reserve(holding held: Int, adding: Int) -> Bool {
+        guard let budget = configuration.inflightBudget, !overBudget else { return true }
+        let need = min(held + adding, configuration.maxMessageSize)
+        guard need > reserved else { return true }
         if budget.tryReserve(need - reserved) {
             reserved = need
-        } else {
-            overBudget = true
-            dataDecoder!.discardBody()
-            budget.release(reserved)
-            reserved = 0
+            return true
         }
+        overBudget = true
+        budget.release(reserved)
+        reserved = 0
+        return false
+    }
+
+    /// The end of a DATA phase or of the LAST BDAT chunk: the message goes to the machine (and
+    /// the delegate), unless the in-flight budget made the decoder drop it.
+    private func messageComplete(context: ChannelHandlerContext, _ outcome: SMTPDataOutcome) {
+        dataDeadline?.cancel()
+        dataDeadline = nil
+        if overBudget, case .message = outcome {
+            let reply = SMTPReply(.insufficientStorage)
+            logger.info("smtp message refused: in-flight byte budget used up")
+            reportRefusal(reason: "in-flight DATA budget used up", reply: reply)
+            perform(context: context, machine.handle(.abortData(reply)))
+        } else {
+            perform(context: context, machine.handle(.dataComplete(outcome)))
+        }
+        if !machine.isAwaitingDecision { releaseBudget() }
+    }
+
+    /// `maxDataDuration` for one DATA phase or one BDAT transaction (slow senders are cut off
+    /// even when every read restarts the idle timer).
+    private func startDataDeadline(context: ChannelHandlerContext) {
+        dataDeadline?.cancel()
+        dataDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.maxDataDuration) {
+            self.dataDeadline = nil
+            guard !self.closing, self.dataDecoder != nil || self.assembler != nil else { return }
+            self.logger.info("smtp DATA deadline exceeded")
+            self.timedOut(context: context)
+        }
+    }
+
+    /// An idle timer or the data deadline ran out: drop what the message had, 421 and close.
+    private func timedOut(context: ChannelHandlerContext) {
+        dataDecoder = nil
+        chunk = nil
+        assembler = nil
+        releaseBudget()
+        perform(context: context, machine.handle(.timeout))
+        context.flush()
     }
 
     /// Returns this session's reservation of the in-flight budget.

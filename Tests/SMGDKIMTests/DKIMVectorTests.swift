@@ -126,6 +126,11 @@ final class DKIMVectorTests: XCTestCase {
             ("From: \"a@b\" <x@real.example>\r\n\r\n", "real.example"),
             ("To: x@y.example\r\n\r\n", nil),
             ("From: undisclosed\r\n\r\n", nil),
+            // Two From fields, or one that does not parse: nothing to sign for.
+            ("From: a@one.example\r\nFrom: b@two.example\r\n\r\n", nil),
+            ("From: me@customer.example <x@other.example>\r\n\r\n", nil),
+            ("From: <@customer.example:x@other.example>\r\n\r\n", "other.example"),
+            ("From: x@[192.0.2.1]\r\n\r\n", nil),
         ]
         for (text, domain) in cases {
             XCTAssertEqual(DKIMMessage(Array(text.utf8)).fromDomain, domain, text)

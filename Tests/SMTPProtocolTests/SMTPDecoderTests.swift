@@ -4,11 +4,12 @@ import NIOCore
 
 /// Runs the data decoder on `input` split at every possible point, plus byte by byte and in
 /// one piece; all runs must agree. Returns the outcome and the bytes left after the end.
-private func decodeAllSplits(_ input: [UInt8], max: Int = 1 << 20, file: StaticString = #filePath, line: UInt = #line)
+private func decodeAllSplits(_ input: [UInt8], max: Int = 1 << 20, normalize: Bool = false,
+                             file: StaticString = #filePath, line: UInt = #line)
     -> (SMTPDataOutcome?, [UInt8])
 {
     func run(_ chunks: [ArraySlice<UInt8>]) -> (SMTPDataOutcome?, [UInt8]) {
-        var decoder = SMTPDataDecoder(maximumMessageSize: max)
+        var decoder = SMTPDataDecoder(maximumMessageSize: max, normalizeBareLineFeeds: normalize)
         var outcome: SMTPDataOutcome?
         var rest: [UInt8] = []
         for chunk in chunks {
@@ -74,6 +75,30 @@ final class SMTPDataDecoderTests: XCTestCase {
         for body in ["a\nb\r\n", "a\rb\r\n", "a\r\r\n", "\n", ".\n", "x\r\n.\rb\r\n"] {
             XCTAssertEqual(decodeAllSplits(bytes(body + "\r\n.\r\n")).0, .bareLineEnding, body.debugDescription)
         }
+    }
+
+    /// Normalize mode: bare LFs become CRLF, but the same smuggling variants still never end
+    /// the data — the smuggled commands stay message text, and the real end is the only end.
+    func testNormalizeModeStoresCRLFAndStillOnlyCRLFDotCRLFEnds() {
+        let (outcome, rest) = decodeAllSplits(bytes("Subject: x\n\nline one\nline two\r\n..dot\nend\r\n.\r\nNOOP\r\n"), normalize: true)
+        XCTAssertEqual(outcome, message("Subject: x\r\n\r\nline one\r\nline two\r\n.dot\r\nend\r\n"))
+        XCTAssertEqual(rest, bytes("NOOP\r\n"))
+        for variant in ["\n.\r\n", "\n.\n", "\r\n.\n"] {
+            let smuggled = "a" + variant + "MAIL FROM:<evil@x.example>\r\nDATA\r\nevil\r\n"
+            let (outcome, rest) = decodeAllSplits(bytes(smuggled + ".\r\nNOOP\r\n"), normalize: true)
+            guard case .message(let body)? = outcome else { return XCTFail("\(variant.debugDescription): \(String(describing: outcome))") }
+            let text = String(buffer: body)
+            XCTAssertTrue(text.contains("MAIL FROM:<evil@x.example>\r\nDATA\r\nevil\r\n"), variant.debugDescription)
+            let withoutCRLF = text.replacingOccurrences(of: "\r\n", with: "")
+            XCTAssertFalse(withoutCRLF.contains("\n") || withoutCRLF.contains("\r"), "no bare LF is stored")
+            XCTAssertEqual(rest, bytes("NOOP\r\n"), variant.debugDescription)
+        }
+        // A bare CR still taints; the count of normalized LFs is kept.
+        XCTAssertEqual(decodeAllSplits(bytes("a\rb\r\n.\r\n"), normalize: true).0, .bareLineEnding)
+        var decoder = SMTPDataDecoder(maximumMessageSize: 1000, normalizeBareLineFeeds: true)
+        var input = ByteBuffer(string: "a\nb\nc\r\n.\r\n")
+        XCTAssertEqual(decoder.feed(&input), message("a\r\nb\r\nc\r\n"))
+        XCTAssertEqual(decoder.bareLineFeeds, 2)
     }
 
     func testTooBigKeepsReadingToTheRealEnd() {
@@ -142,5 +167,35 @@ final class SMTPLineDecoderTests: XCTestCase {
         let (out, peak) = events(input, max: 2048, chunk: 65536)
         XCTAssertEqual(out, [.tooLong, .line(bytes("QUIT"))])
         XCTAssertLessThanOrEqual(peak, 2048)
+    }
+}
+
+final class SMTPChunkAssemblerTests: XCTestCase {
+    /// Every way of cutting the input into two appends gives the same outcome.
+    func assemble(_ input: String, max: Int = 1000, normalize: Bool = false) -> (SMTPDataOutcome, Int) {
+        let bytes = Array(input.utf8)
+        var results: [(SMTPDataOutcome, Int)] = []
+        for split in 0...bytes.count {
+            var a = SMTPChunkAssembler(maximumMessageSize: max, normalizeBareLineFeeds: normalize)
+            a.append(ByteBuffer(bytes: bytes[..<split]))
+            a.append(ByteBuffer(bytes: bytes[split...]))
+            results.append((a.finish(), a.bareLineFeeds))
+        }
+        for r in results { XCTAssertEqual(r.0, results[0].0, input.debugDescription) }
+        return results[0]
+    }
+
+    func testChunksKeepOctetsAndLineEndsAreCheckedAcrossBoundaries() {
+        XCTAssertEqual(assemble("a\r\n.\r\nb\r\n").0, .message(ByteBuffer(string: "a\r\n.\r\nb\r\n")), "no end marker, no unstuffing")
+        XCTAssertEqual(assemble("no end").0, .message(ByteBuffer(string: "no end\r\n")))
+        XCTAssertEqual(assemble("").0, .message(ByteBuffer()))
+        for tainted in ["a\rb\r\n", "a\n", "end\r", "\r\r\n"] {
+            XCTAssertEqual(assemble(tainted).0, .bareLineEnding, tainted.debugDescription)
+        }
+        let (normalized, count) = assemble("a\nb\r\nc\n", normalize: true)
+        XCTAssertEqual(normalized, .message(ByteBuffer(string: "a\r\nb\r\nc\r\n")))
+        XCTAssertEqual(count, 2)
+        XCTAssertEqual(assemble("a\rb\r\n", normalize: true).0, .bareLineEnding, "a bare CR is refused in both modes")
+        XCTAssertEqual(assemble(String(repeating: "x", count: 20), max: 10).0, .tooBig(size: 20))
     }
 }

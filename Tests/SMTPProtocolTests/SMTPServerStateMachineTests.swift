@@ -30,6 +30,8 @@ final class SMTPServerStateMachineTests: XCTestCase {
                     queue += machine.handle(.authDecision(password == "secret" ? nil : SMTPReply(.authFailed)))
                 case .refused: break
                 case .close: wire += "[close]"
+                case .readChunk(let size, let last, _): wire += "[chunk \(size)\(last ? " last" : "")]"
+                case .discardChunk(let size): wire += "[discard \(size)]"
                 }
             }
             out.append(wire)
@@ -69,7 +71,7 @@ final class SMTPServerStateMachineTests: XCTestCase {
             (["HELO c", "MAIL FROM:<>", "RCPT TO:<a@b.example>", "DATA"],
              ["250 mx.test\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n[data]"], .inData),
             (["HELO c", "MAIL FROM:<>", "EHLO again"], ["250 mx.test\r\n", "250 2.1.0 Ok\r\n",
-              "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n"], .afterHelo),
+              "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 SMTPUTF8\r\n"], .afterHelo),
             (["VRFY x", "HELP", "QUIT", "NOOP"], ["252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n",
               "214 2.0.0 See https://www.rfc-editor.org/rfc/rfc5321\r\n", "221 2.0.0 Bye\r\n[close]", ""], .quit),
             (["FOO", "BAR", "BAZ", "NOOP"], ["500 5.5.2 Error: command not recognized\r\n", "500 5.5.2 Error: command not recognized\r\n",

@@ -107,6 +107,6 @@ let counts = await withTaskGroup(of: (Int, Int, Int).self) { group in
 }
 let elapsed = ContinuousClock.now - t0
 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-print(String(format: "%d delivered, %d failed, %d connections in %.2f s: %.0f msg/s, %.0f connections/s (size %d, concurrency %d, reuse %@, tls %@)",
-             counts.0, counts.1, counts.2, seconds, Double(counts.0) / seconds, Double(counts.2) / seconds, size, concurrency,
-             reuse ? "yes" : "no", tls ? "yes" : "no"))
+print(String(format: "%d delivered, %d failed, %d connections in %.2f s: %.0f msg/s, %.0f connections/s",
+             counts.0, counts.1, counts.2, seconds, Double(counts.0) / seconds, Double(counts.2) / seconds)
+      + " (size \(size), concurrency \(concurrency), reuse \(reuse ? "yes" : "no"), tls \(tls ? "yes" : "no"))")
