@@ -166,19 +166,25 @@ def test_starttls_command_injection_is_discarded(env):
     c.close()
 
 
-def test_authenticated_customer_mail_is_accepted_and_delivered_with_hygiene(env):
+def submit_and_fetch(env, message: bytes, subject: bytes):
+    """One message from billing@plain.test as shop-app; returns its id and the octets the sink got."""
     c = session(env)
     assert c.cmd("MAIL FROM:<billing@plain.test>") == "250 2.1.0 Ok"
     assert c.cmd("RCPT TO:<someone@dest.example>") == "250 2.1.5 Ok"
     assert c.cmd("DATA").startswith("354")
-    c.send(b"Received: from internal-app (10.1.2.3) by mail.customer\r\nX-Originating-IP: [10.1.2.3]\r\n"
-           b"Subject: hygiene\r\nFrom: billing@plain.test\r\n\r\nhello\r\n.\r\n")
+    c.send(message + b".\r\n")
     reply = c.reply()
     assert reply.startswith("250 2.0.0 Ok: queued as ")
     c.cmd("QUIT")
-    message_id = reply.rsplit(" ", 1)[1]
-    wait_until(lambda: any(b"Subject: hygiene" in m[2] for m in env.sink.snapshot()), 30, what="delivery")
-    raw = next(m[2] for m in env.sink.snapshot() if b"Subject: hygiene" in m[2])
+    c.close()
+    wait_until(lambda: any(subject in m[2] for m in env.sink.snapshot()), 30, what="delivery")
+    return reply.rsplit(" ", 1)[1], next(m[2] for m in env.sink.snapshot() if subject in m[2])
+
+
+def test_authenticated_customer_mail_is_accepted_and_delivered_with_hygiene(env):
+    message_id, raw = submit_and_fetch(
+        env, b"Received: from internal-app (10.1.2.3) by mail.customer\r\nX-Originating-IP: [10.1.2.3]\r\n"
+             b"Subject: hygiene\r\nFrom: billing@plain.test\r\n\r\nhello\r\n", b"Subject: hygiene")
     assert b"10.1.2.3" not in raw and b"X-Originating-IP" not in raw, "R8: nothing reveals the customer's IPs"
     assert b"127.0.0.1" not in raw
     assert raw.startswith(b"Received: by smg.test (smg-ingress) with ESMTPSA id "), raw[:120]
@@ -194,18 +200,9 @@ def test_authenticated_customer_mail_is_accepted_and_delivered_with_hygiene(env)
 
 
 def test_message_id_and_date_are_kept_when_present(env):
-    c = session(env)
-    assert c.cmd("MAIL FROM:<billing@plain.test>") == "250 2.1.0 Ok"
-    assert c.cmd("RCPT TO:<someone@dest.example>") == "250 2.1.5 Ok"
-    assert c.cmd("DATA").startswith("354")
-    c.send(b"Message-ID: <own.1@app.plain.test>\r\nDate: Mon, 3 Jun 2024 10:00:00 +0200\r\n"
-           b"Subject: has both\r\nFrom: billing@plain.test\r\n\r\nhello\r\n.\r\n")
-    reply = c.reply()
-    assert reply.startswith("250 2.0.0 Ok: queued as ")
-    c.close()
-    message_id = reply.rsplit(" ", 1)[1]
-    wait_until(lambda: any(b"Subject: has both" in m[2] for m in env.sink.snapshot()), 30, what="delivery")
-    raw = next(m[2] for m in env.sink.snapshot() if b"Subject: has both" in m[2])
+    message_id, raw = submit_and_fetch(
+        env, b"Message-ID: <own.1@app.plain.test>\r\nDate: Mon, 3 Jun 2024 10:00:00 +0200\r\n"
+             b"Subject: has both\r\nFrom: billing@plain.test\r\n\r\nhello\r\n", b"Subject: has both")
     assert raw.count(b"Message-ID:") == 1 and b"<own.1@app.plain.test>" in raw and raw.count(b"\r\nDate:") == 1
     assert "fixups" not in env.trace(message_id)[0]["facts"]
 
