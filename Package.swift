@@ -166,7 +166,7 @@ let package = Package(
         .testTarget(name: "SMGMIMETests", dependencies: ["SMGMIME"], swiftSettings: strict),
         .testTarget(name: "SMGVirusScanTests", dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
                     swiftSettings: strict),
-        .testTarget(name: "SMGNDRTests", dependencies: ["SMGNDR", "SMGMIME", "SMGCore"], swiftSettings: strict),
+        .testTarget(name: "SMGNDRTests", dependencies: ["SMGNDR", "SMGMIME", "SMGCore", "SMGStore"], swiftSettings: strict),
         .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGNDR", "SMGCore", "SMTPProtocol"],
                     swiftSettings: strict),
     ]

@@ -277,8 +277,7 @@ final class IngressDelegate: SMTPServerDelegate {
             clientAddress: session.remoteAddress?.ipAddress ?? "", heloName: session.heloName, tls: session.tls,
             tlsVersion: session.tlsVersion, authenticatedAs: session.authenticatedAs, site: process.site,
             ingress: process.instance, receivedAt: now, size: body.count)
-        let env = Envelope(customer: customerID, sender: envelope.reversePath,
-                           recipients: envelope.recipients.map { Recipient(address: $0) }, submission: facts)
+        let env = Self.envelope(customer: customerID, envelope, facts: facts)
         var eventFacts: [String: JSONValue] = [
             "sender": .string(envelope.reversePath), "recipients": .int(envelope.recipients.count),
             "size": .int(body.count), "tls": .bool(session.tls), "session": .string(session.id),
@@ -286,6 +285,8 @@ final class IngressDelegate: SMTPServerDelegate {
         if let customerID { eventFacts["customer"] = .string(customerID) }
         if let login = session.authenticatedAs { eventFacts["login"] = .string(login) }
         if !fixups.isEmpty { eventFacts["fixups"] = .array(fixups) }
+        if let ret = env.dsnReturn { eventFacts["dsn_ret"] = .string(ret) }
+        if let envid = env.envelopeID { eventFacts["envid"] = .string(envid) }
         let event = process.event(EventType.accepted, id: id, facts: eventFacts)
         let fingerprint = dedupeSeconds > 0 ? Self.fingerprint(session: session, envelope: envelope, message: message) : nil
         do {
@@ -337,6 +338,19 @@ final class IngressDelegate: SMTPServerDelegate {
         process.logger.notice("refused", metadata: ["reason": .string(refusal.reason), "session": .string(session.id),
                                                     "reply": .string(refusal.reply.description)])
         recorder.record(process.event(refusal.eventType, id: nil, facts: facts))
+    }
+
+    /// The stored envelope of a transaction, with the DSN parameters (RFC 3461) the state machine
+    /// validated: RET and ENVID per message, NOTIFY and ORCPT per recipient.
+    static func envelope(customer: String?, _ envelope: SMTPEnvelope, facts: SubmissionFacts) -> Envelope {
+        let recipients = envelope.recipients.map { address -> Recipient in
+            let parameters = envelope.recipientParameters[address] ?? [:]
+            return Recipient(address: address, notify: parameters["NOTIFY"].flatMap(DSNParameters.notify),
+                             originalRecipient: parameters["ORCPT"].flatMap(DSNParameters.originalRecipient))
+        }
+        return Envelope(customer: customer, sender: envelope.reversePath, recipients: recipients, submission: facts,
+                        dsnReturn: envelope.mailParameters["RET"].flatMap(DSNParameters.ret),
+                        envelopeID: envelope.mailParameters["ENVID"].flatMap(DSNParameters.envelopeID))
     }
 
     /// A Received field that an smg-ingress wrote (`by <host> (smg-ingress) with`): kept when the

@@ -74,6 +74,9 @@ enum IngressKeys {
     static let allowNonPublicSenderDomains = ConfigKey<Bool>.bool(
         "ingress.allow_nonpublic_sender_domains", default: false,
         help: "Let sender domains whose addresses are all private, loopback or reserved pass ingress.check_sender_domain (the local run and the tests).")
+    static let dsn = ConfigKey<Bool>.bool(
+        "ingress.dsn", default: true,
+        help: "Offer DSN (RFC 3461): NOTIFY, RET, ENVID, ORCPT are accepted, honoured by egress and passed on to next hops that offer DSN.")
     static let authFailuresPerIP = ConfigKey<Int>.int(
         "ingress.auth_failures_per_ip", default: 10, range: 1...100_000,
         help: "Failed logins from one IP within auth_failure_window before AUTH is refused (454 4.7.0).")
@@ -103,7 +106,7 @@ enum IngressKeys {
         listen.erased, implicitTLSListen.erased, hostname.erased, tlsCertificate.erased, tlsKey.erased,
         requireAuth.erased, allowPlaintextAuth.erased, maxMessageSize.erased, maxRecipients.erased, maxCommands.erased,
         maxErrors.erased, commandTimeout.erased, dataTimeout.erased, maxDataTime.erased, maxConnections.erased, maxConnectionsPerIP.erased, connectionLimitScope.erased,
-        maxPending.erased, maxRedisMemoryFraction.erased, maxInflightBytes.erased, allowNetworks.erased, checkSenderDomain.erased, allowNonPublicSenderDomains.erased, authFailuresPerIP.erased,
+        maxPending.erased, maxRedisMemoryFraction.erased, maxInflightBytes.erased, allowNetworks.erased, checkSenderDomain.erased, allowNonPublicSenderDomains.erased, dsn.erased, authFailuresPerIP.erased,
         authFailuresPerLogin.erased, authFailureWindow.erased, stripHeaders.erased, stripReceived.erased,
         maxReceived.erased, bareNewline.erased, receivedShowsClient.erased, StageKeys.redriveAfter.erased,
     ] + [dedupeWindow.erased] + DNSKeys.all

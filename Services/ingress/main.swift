@@ -39,6 +39,7 @@ await ServiceMain.run(program: "smg-ingress", keys: IngressKeys.all) { process i
     smtp.authMechanisms = ["PLAIN", "LOGIN"]
     smtp.allowPlaintextAuth = try config.get(IngressKeys.allowPlaintextAuth)
     smtp.requireAuth = try config.get(IngressKeys.requireAuth)
+    smtp.dsn = try config.get(IngressKeys.dsn)
     // One budget for all listeners of this process: DATA buffered by all sessions together.
     smtp.inflightBudget = SMTPByteBudget(limit: try config.get(IngressKeys.maxInflightBytes))
 

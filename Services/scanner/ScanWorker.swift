@@ -75,7 +75,7 @@ struct ScanWorker: StageWorker {
         let reason = "a virus was found: \(first.signature) in \(first.label) (found by \(first.engine))."
             + " The message was not delivered to any recipient."
         let bounce = context.bounceOpenRecipients(of: message, reply: reply, status: "5.7.1", reason: "virus", ndr: ndr,
-                                                  kind: "virus", ndrReason: reason)
+                                                  kind: NDRSender.virusKind, ndrReason: reason)
         events += bounce.events
         let fields = bounce.fields, newMessages = bounce.newMessages
         return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: .done)

@@ -36,6 +36,11 @@ public enum RecipientState: String, Sendable, Codable, Hashable {
     public var isFinal: Bool { self == .delivered || self == .bounced }
 }
 
+/// The three kinds of delivery status notice a sender can ask for (RFC 3461 `NOTIFY`).
+public enum DSNNoticeKind: String, Sendable, Hashable {
+    case success = "SUCCESS", failure = "FAILURE", delay = "DELAY"
+}
+
 public struct Recipient: Sendable, Codable, Hashable {
     public var address: String
     public var state: RecipientState
@@ -47,15 +52,29 @@ public struct Recipient: Sendable, Codable, Hashable {
     public var remoteMTA: String?
     /// A "still trying" notice was sent for this recipient (egress.delay_warning_after).
     public var delayNotified: Bool?
+    /// RFC 3461 `NOTIFY` as the client gave it on RCPT: `["NEVER"]`, or some of `SUCCESS`,
+    /// `FAILURE`, `DELAY`; nil when not given (failure and delay notices, no success notice).
+    public var notify: [String]?
+    /// RFC 3461 `ORCPT`, decoded: `rfc822;user@example.org`; nil when not given.
+    public var originalRecipient: String?
 
     public init(address: String, state: RecipientState = .pending, attempts: Int = 0, lastReply: String? = nil,
-                nextAttempt: Date? = nil, remoteMTA: String? = nil) {
+                nextAttempt: Date? = nil, remoteMTA: String? = nil, notify: [String]? = nil,
+                originalRecipient: String? = nil) {
         self.address = address
         self.state = state
         self.attempts = attempts
         self.lastReply = lastReply
         self.nextAttempt = nextAttempt
         self.remoteMTA = remoteMTA
+        self.notify = notify
+        self.originalRecipient = originalRecipient
+    }
+
+    /// Whether the sender asked for (or by default gets) a notice of this kind for this recipient.
+    public func wantsNotice(_ kind: DSNNoticeKind) -> Bool {
+        guard let notify else { return kind != .success }
+        return notify.contains(kind.rawValue)
     }
 
     /// The domain part, lower-cased (`""` when there is none).
@@ -78,12 +97,19 @@ public struct Envelope: Sendable, Codable, Hashable {
     public var sender: String             // reverse path, "" for the null sender <>
     public var recipients: [Recipient]
     public var submission: SubmissionFacts
+    /// RFC 3461 `RET` from MAIL: `FULL` or `HDRS`; nil when not given (headers only).
+    public var dsnReturn: String?
+    /// RFC 3461 `ENVID` from MAIL, decoded; nil when not given.
+    public var envelopeID: String?
 
-    public init(customer: String?, sender: String, recipients: [Recipient], submission: SubmissionFacts) {
+    public init(customer: String?, sender: String, recipients: [Recipient], submission: SubmissionFacts,
+                dsnReturn: String? = nil, envelopeID: String? = nil) {
         self.customer = customer
         self.sender = sender
         self.recipients = recipients
         self.submission = submission
+        self.dsnReturn = dsnReturn
+        self.envelopeID = envelopeID
     }
 
     public func jsonBytes() -> [UInt8] { Array((try? Event.encoder.encode(self)) ?? Data()) }

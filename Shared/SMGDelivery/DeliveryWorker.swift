@@ -140,6 +140,9 @@ public struct DeliveryWorker: StageWorker {
         var events: [Event] = []
         var attempted = Set<Int>()
         var deliveredAny = false
+        // RFC 3461: recipients who asked for NOTIFY=SUCCESS and were handed to a next hop that does
+        // not offer DSN get a "relayed" notice from us; a DSN-capable hop took the request over.
+        var relayed: [DSNRecipient] = []
 
         func record(_ outcome: AttemptOutcome, _ index: Int, facts extra: [String: JSONValue] = [:]) {
             attempted.insert(index)
@@ -154,6 +157,12 @@ public struct DeliveryWorker: StageWorker {
             case .delivered:
                 deliveredAny = true
                 events.append(context.event(EventType.delivered, id: id, facts: facts))
+                let original = message.envelope.recipients.first { $0.address == recipients[index].address }
+                if original?.wantsNotice(.success) == true, facts["next_hop_dsn"] != .bool(true) {
+                    relayed.append(DSNRecipient(address: recipients[index].address, action: "relayed",
+                                                status: NDRSender.enhancedStatus(of: recipients[index].lastReply, default: "2.0.0"),
+                                                diagnostic: recipients[index].lastReply, remoteMTA: recipients[index].remoteMTA))
+                }
             case .deferred(let next):
                 facts["next_attempt"] = .string(Timestamp.format(next))
                 if case .postponed = outcome { facts["postponed"] = true }
@@ -170,7 +179,7 @@ public struct DeliveryWorker: StageWorker {
             let reply = SMTPReply(code: 554, enhanced: "5.4.6", "too many Received headers (\(received)): mail loop")
             for index in open { record(.reply(reply, remoteMTA: nil), index) }
             return finish(message, recipients, open: open, attempted: attempted, events: events, delivered: false,
-                          leaseLost: false, now: now, context: context)
+                          relayed: [], leaseLost: false, now: now, context: context)
         }
 
         var groups: [String: [Int]] = [:]
@@ -185,11 +194,11 @@ public struct DeliveryWorker: StageWorker {
             for (index, result) in outcome.results { record(result.0, index, facts: result.1) }
         }
         return finish(message, recipients, open: open, attempted: attempted, events: events, delivered: deliveredAny,
-                      leaseLost: leaseLost, now: now, context: context)
+                      relayed: relayed, leaseLost: leaseLost, now: now, context: context)
     }
 
     func finish(_ message: StoredMessage, _ recipients: [Recipient], open: [Int], attempted: Set<Int>, events: [Event],
-                delivered: Bool, leaseLost: Bool, now: Date, context: StageContext) -> StageOutcome {
+                delivered: Bool, relayed: [DSNRecipient], leaseLost: Bool, now: Date, context: StageContext) -> StageOutcome {
         var recipients = recipients
         var events = events
         var fields: [String: String] = [:]
@@ -204,12 +213,21 @@ public struct DeliveryWorker: StageWorker {
         let plan = planner.plan(recipients, now: now, receivedAt: message.envelope.submission.receivedAt)
         var newMessages: [NewMessage] = []
         var touched = attempted
-        if let ndr, !plan.delayed.isEmpty,
-           let (notice, sent) = ndr.make(for: message, recipients: plan.delayed,
-                                         reason: "delivery is delayed; the gateway is still trying and will tell you if it gives up.",
-                                         kind: "delay") {
+        if let ndr, !relayed.isEmpty,
+           let (notice, sent) = ndr.make(for: message, recipients: relayed,
+                                         reason: "you asked to be told of its delivery (NOTIFY=SUCCESS).",
+                                         kind: "success", notice: .success, key: Self.noticeKey(relayed)) {
             newMessages.append(notice)
             events.append(sent)
+        }
+        if let ndr, !plan.delayed.isEmpty {
+            // Marked as notified even when NOTIFY suppressed the notice: it is decided once.
+            if let (notice, sent) = ndr.make(for: message, recipients: plan.delayed,
+                                             reason: "delivery is delayed; the gateway is still trying and will tell you if it gives up.",
+                                             kind: "delay", notice: .delay, key: Self.noticeKey(plan.delayed)) {
+                newMessages.append(notice)
+                events.append(sent)
+            }
             for index in recipients.indices where plan.delayed.contains(where: { $0.address == recipients[index].address }) {
                 recipients[index].delayNotified = true
                 touched.insert(index)
@@ -229,6 +247,16 @@ public struct DeliveryWorker: StageWorker {
         }
         return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: plan.transition,
                             externalEffects: delivered)
+    }
+
+    /// Tells apart notices of one kind for one message (different recipients at different times),
+    /// the same for a redrive of the same attempt: the recipients, hashed.
+    static func noticeKey(_ recipients: [DSNRecipient]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in recipients.map(\.address).sorted().joined(separator: "\n").utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+        }
+        return String(hash, radix: 36)
     }
 
     struct GroupOutcome {
@@ -376,6 +404,7 @@ public struct DeliveryWorker: StageWorker {
             let addresses = open.map { recipients[$0].address }
             let lease = context.lease
             let sent = await session.send(reversePath: message.envelope.sender, recipients: addresses, message: body,
+                                          dsn: Self.dsnOptions(message.envelope, addresses),
                                           beforeData: { await lease.confirmBeforeSideEffect() })
             events.append(attemptEvent(message.id, target: target, source: source, tls: session.tls,
                                        recipients: addresses, session: sent.sessionFailure?.description ?? "ok",
@@ -395,7 +424,9 @@ public struct DeliveryWorker: StageWorker {
                     retryElsewhere.append(index)
                     continue
                 }
-                outcome.results[index] = (.reply(reply, remoteMTA: remote), tlsFacts(session.tls, target: target, source: source))
+                var facts = tlsFacts(session.tls, target: target, source: source)
+                facts["next_hop_dsn"] = .bool(session.offersDSN)
+                outcome.results[index] = (.reply(reply, remoteMTA: remote), facts)
             }
             if sent.sessionFailure == nil { await cache.put(session, key: key) }
             if let failure = sent.sessionFailure {
@@ -406,6 +437,18 @@ public struct DeliveryWorker: StageWorker {
         }
         for index in open { outcome.results[index] = (.reply(lastFailure, remoteMTA: lastRemote), [:]) }
         return outcome
+    }
+
+    /// The DSN parameters to pass on for `addresses` (RFC 3461 §5.2.1), nil when the sender gave none.
+    static func dsnOptions(_ envelope: Envelope, _ addresses: [String]) -> SMTPClientStateMachine.DSNOptions? {
+        let recipients = addresses.map { address in
+            let r = envelope.recipients.first { $0.address == address }
+            return SMTPClientStateMachine.DSNOptions.Recipient(notify: r?.notify, originalRecipient: r?.originalRecipient)
+        }
+        guard envelope.dsnReturn != nil || envelope.envelopeID != nil
+                || recipients.contains(where: { $0.notify != nil || $0.originalRecipient != nil })
+        else { return nil }
+        return .init(ret: envelope.dsnReturn, envelopeID: envelope.envelopeID, recipients: recipients)
     }
 
     func tlsFacts(_ tls: TLSReport?, target: SMTPTarget, source: SourceAddress) -> [String: JSONValue] {

@@ -14,20 +14,25 @@ public struct DSNRecipient: Sendable, Hashable {
     public var diagnostic: String?
     /// The next hop that gave the reply (`Remote-MTA: dns; …`).
     public var remoteMTA: String?
+    /// The client's ORCPT, decoded (`rfc822;user@example.org`): `Original-Recipient` (§2.3.1).
+    public var originalRecipient: String?
 
     public init(address: String, action: String = "failed", status: String, diagnostic: String? = nil,
-                remoteMTA: String? = nil) {
+                remoteMTA: String? = nil, originalRecipient: String? = nil) {
         self.address = address
         self.action = action
         self.status = status
         self.diagnostic = diagnostic
         self.remoteMTA = remoteMTA
+        self.originalRecipient = originalRecipient
     }
 }
 
 /// A delivery status notification: an RFC 3464 `multipart/report; report-type=delivery-status`
 /// with three parts — a human-readable explanation, the `message/delivery-status` part, and the
-/// original message's headers only (`text/rfc822-headers`, RFC 6522), never its content.
+/// original message's headers (`text/rfc822-headers`, RFC 6522); the whole message
+/// (`message/rfc822`) only in a failure report when the sender asked for it with `RET=FULL`
+/// (RFC 3461 §4.3) and the caller allows it (never for infected mail).
 ///
 /// It is addressed to the original envelope sender, from `MAILER-DAEMON@<domain>`, and is sent
 /// with the null reverse path `<>`, so that it can itself never cause another NDR (RFC 5321 §4.5.5).
@@ -39,29 +44,49 @@ public struct DeliveryStatusNotification: Sendable {
     public var humanReadable: String
     /// `Reporting-MTA: dns; <name>` — this gateway.
     public var reportingMTA: String
-    /// The gateway's id of the original message (`Original-Envelope-Id`, and `X-SMG-Original-Id`).
+    /// The gateway's id of the original message (`X-SMG-Original-Id`, and `X-SMG-Message-Id` in the report).
     public var originalID: String
+    /// The client's ENVID (RFC 3461 §4.4): `Original-Envelope-Id`, which is absent without one (RFC 3464 §2.2.1).
+    public var envelopeID: String?
     public var arrivalDate: Date
     public var recipients: [DSNRecipient]
     /// The original header section (with its line breaks).
     public var originalHeaders: [UInt8]
+    /// The whole original message, when it is returned (`RET=FULL` in a failure report); else nil.
+    public var returnedMessage: [UInt8]?
 
     /// Nil when the original sender is the null sender: bounces are never answered (no loops).
     public init?(originalSender: String, originalID: String, originalMessage: [UInt8], arrivalDate: Date,
-                 recipients: [DSNRecipient], reason: String, domain: String, reportingMTA: String) {
+                 recipients: [DSNRecipient], reason: String, domain: String, reportingMTA: String,
+                 envelopeID: String? = nil, returnFullMessage: Bool = false) {
         guard !originalSender.isEmpty, originalSender != "<>", !recipients.isEmpty else { return nil }
         from = "MAILER-DAEMON@\(domain)"
         to = originalSender
-        let failed = recipients.allSatisfy { $0.action == "failed" }
-        subject = failed ? "Undelivered Mail Returned to Sender" : "Delivery Status Notification"
+        let actions = Set(recipients.map(\.action))
+        let failed = actions == ["failed"]
+        switch actions {
+        case ["failed"]: subject = "Undelivered Mail Returned to Sender"
+        case ["delayed"]: subject = "Delayed Mail (still being retried)"
+        case ["relayed"], ["delivered"], ["relayed", "delivered"]: subject = "Successful Mail Delivery Report"
+        default: subject = "Delivery Status Notification"
+        }
         self.reportingMTA = reportingMTA
         self.originalID = originalID
+        self.envelopeID = envelopeID
         self.arrivalDate = arrivalDate
         self.recipients = recipients
         originalHeaders = MIMEParser.headerSection(originalMessage)
+        returnedMessage = failed && returnFullMessage ? originalMessage : nil
         let original = MIMEParser.parse(Array(originalHeaders) + [13, 10])
         var text = "This is the mail system at \(reportingMTA).\r\n\r\n"
-        text += "Your message could not be delivered to one or more recipients.\r\n\r\n"
+        switch actions {
+        case ["failed"]: text += "Your message could not be delivered to one or more recipients.\r\n\r\n"
+        case ["delayed"]: text += "Your message has not been delivered yet to one or more recipients.\r\n\r\n"
+        case ["relayed"], ["delivered"], ["relayed", "delivered"]:
+            text += "Your message was handed on as you asked to be told. The receiving system does not report\r\n"
+            text += "delivery status itself, so this is the last notice you will get about these recipients.\r\n\r\n"
+        default: text += "This is the status of your message for one or more recipients.\r\n\r\n"
+        }
         if let subject = original.headers["subject"] {
             text += "Subject of your message: \(Self.oneLine(MIMEDecoding.encodedWords(subject)))\r\n"
         }
@@ -72,7 +97,8 @@ public struct DeliveryStatusNotification: Sendable {
             if let d = r.diagnostic { text += ": \(Self.oneLine(d))" }
             text += "\r\n"
         }
-        text += "\r\nThe headers of your message are attached; its content is not.\r\n"
+        text += returnedMessage == nil ? "\r\nThe headers of your message are attached; its content is not.\r\n"
+            : "\r\nYour message is attached.\r\n"
         humanReadable = text
     }
 
@@ -100,11 +126,16 @@ public struct DeliveryStatusNotification: Sendable {
         out += "Content-Description: Delivery report\r\n"
         out += "Content-Type: message/delivery-status\r\n\r\n"
         // Per-message fields (§2.2), an empty line, then one block per recipient (§2.3).
+        if let envelopeID { out += "Original-Envelope-Id: \(Self.ascii(envelopeID))\r\n" }
         out += "Reporting-MTA: dns; \(reportingMTA)\r\n"
-        out += "Original-Envelope-Id: \(originalID)\r\n"
+        out += "X-SMG-Message-Id: \(originalID)\r\n"
         out += "Arrival-Date: \(Timestamp.rfc5322(arrivalDate))\r\n"
         for r in recipients {
             out += "\r\n"
+            if let original = r.originalRecipient, let semi = original.firstIndex(of: ";") {
+                let type = original[..<semi], address = original[original.index(after: semi)...]
+                out += "Original-Recipient: \(type); \(Self.ascii(String(address)))\r\n"
+            }
             out += "Final-Recipient: rfc822; \(Self.ascii(r.address))\r\n"
             out += "Action: \(r.action)\r\n"
             out += "Status: \(r.status)\r\n"
@@ -112,11 +143,22 @@ public struct DeliveryStatusNotification: Sendable {
             if let d = r.diagnostic { out += "Diagnostic-Code: smtp; \(Self.ascii(d))\r\n" }
         }
         out += "\r\n--\(boundary)\r\n"
-        out += "Content-Description: Undelivered message headers\r\n"
-        out += "Content-Type: text/rfc822-headers\r\n\r\n"
-        var bytes = Array(out.utf8)
-        bytes += originalHeaders
-        if let last = originalHeaders.last, last != 10 { bytes += [13, 10] }
+        var bytes: [UInt8]
+        if let returnedMessage {
+            out += "Content-Description: Undelivered message\r\n"
+            out += "Content-Type: message/rfc822\r\n"
+            if returnedMessage.contains(where: { $0 >= 0x80 }) { out += "Content-Transfer-Encoding: 8bit\r\n" }
+            out += "\r\n"
+            bytes = Array(out.utf8)
+            bytes += returnedMessage
+            if let last = returnedMessage.last, last != 10 { bytes += [13, 10] }
+        } else {
+            out += "Content-Description: \(subject == "Undelivered Mail Returned to Sender" ? "Undelivered message headers" : "Message headers")\r\n"
+            out += "Content-Type: text/rfc822-headers\r\n\r\n"
+            bytes = Array(out.utf8)
+            bytes += originalHeaders
+            if let last = originalHeaders.last, last != 10 { bytes += [13, 10] }
+        }
         bytes += Array("\r\n--\(boundary)--\r\n".utf8)
         return bytes
     }

@@ -66,16 +66,34 @@ public struct NDRSender: Sendable {
         return MessageID(String(original.rawValue.prefix(10)) + tail) ?? original
     }
 
-    /// The NDR for `message` (with `recipients` as the failed ones), due at once in the scanner's
-    /// stage, and the `ndr.sent` event to record on the original; nil for a null sender (no NDR).
+    /// The kind of the report for infected mail: never returns the message's content, whatever RET says.
+    public static let virusKind = "virus"
+
+    /// The report for `message` about `recipients`, due at once in the scanner's stage, and the
+    /// `ndr.sent` event to record on the original. Nil for a null sender, and when no recipient
+    /// wants a notice of this kind (RFC 3461 `NOTIFY`: `NEVER` suppresses all, a list without
+    /// `FAILURE` suppresses failure reports; without NOTIFY: failure and delay, not success).
+    /// `notice` says what the report is about; `key` tells reports of one kind apart (several
+    /// success or delay notices for one message), keeping each id deterministic for redrives.
+    /// A failure report returns the whole message when the sender asked with `RET=FULL`, except
+    /// for infected mail (`virusKind`).
     public func make(for message: StoredMessage, recipients: [DSNRecipient], reason: String, kind: String,
+                     notice: DSNNoticeKind = .failure, key: String? = nil,
                      now: Date = Date()) -> (message: NewMessage, sent: Event)? {
+        let requested = recipients.compactMap { r -> DSNRecipient? in
+            let original = message.envelope.recipients.first { $0.address == r.address }
+            guard original?.wantsNotice(notice) ?? (notice != .success) else { return nil }
+            var r = r
+            if r.originalRecipient == nil { r.originalRecipient = original?.originalRecipient }
+            return r
+        }
         guard let dsn = DeliveryStatusNotification(
             originalSender: message.envelope.sender, originalID: message.id.rawValue, originalMessage: message.body,
-            arrivalDate: message.envelope.submission.receivedAt, recipients: recipients, reason: reason,
-            domain: domain, reportingMTA: reportingMTA)
+            arrivalDate: message.envelope.submission.receivedAt, recipients: requested, reason: reason,
+            domain: domain, reportingMTA: reportingMTA, envelopeID: message.envelope.envelopeID,
+            returnFullMessage: notice == .failure && message.envelope.dsnReturn == "FULL" && kind != Self.virusKind)
         else { return nil }
-        let id = Self.ndrID(for: message.id, kind: kind)
+        let id = Self.ndrID(for: message.id, kind: key.map { "\(kind)/\($0)" } ?? kind)
         let body = dsn.render(messageID: "\(id.rawValue)@\(domain)", date: now)
         let submission = SubmissionFacts(clientAddress: "", heloName: nil, tls: false, authenticatedAs: nil,
                                          site: site, ingress: instance, receivedAt: now, size: body.count)
@@ -87,7 +105,7 @@ public struct NDRSender: Sendable {
         ])
         let sent = Event(type: EventType.ndrSent, id: message.id, site: site, process: instance, facts: [
             "ndr": .string(id.rawValue), "to": .string(dsn.to), "kind": .string(kind),
-            "recipients": .array(recipients.map { .string($0.address) }),
+            "recipients": .array(requested.map { .string($0.address) }),
         ])
         return (NewMessage(id: id, envelope: envelope, body: body, accepted: accepted, topic: Topic.accepted), sent)
     }

@@ -24,8 +24,8 @@ extension NDRSender {
         return NDRMessage(message: ndr, sent: sent)
     }
 
-    /// The enhanced status code (RFC 3463) of a reply like `550 5.1.1 No such user`; `5.0.0` when it has none.
-    public static func enhancedStatus(of reply: String?) -> String {
+    /// The enhanced status code (RFC 3463) of a reply like `550 5.1.1 No such user`; `default` when it has none.
+    public static func enhancedStatus(of reply: String?, default fallback: String = "5.0.0") -> String {
         let words = (reply ?? "").split(separator: " ")
         if words.count > 1 {
             let parts = words[1].split(separator: ".")
@@ -34,6 +34,6 @@ extension NDRSender {
                 return String(words[1])
             }
         }
-        return "5.0.0"
+        return fallback
     }
 }

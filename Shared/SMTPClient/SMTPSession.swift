@@ -84,6 +84,10 @@ public struct SMTPSession: Sendable {
         return .success(session)
     }
 
+    /// The server advertised DSN (RFC 3461) in its last EHLO reply: it takes over the notices the
+    /// sender asked for.
+    public var offersDSN: Bool { machine.extensions.dsn }
+
     /// The result of one transaction.
     public struct TransactionResult: Sendable {
         /// One reply per recipient, in the order given.
@@ -97,12 +101,15 @@ public struct SMTPSession: Sendable {
     }
 
     /// Runs one transaction. `message` is the raw message (CRLF lines); it is dot-stuffed here.
+    /// `dsn` carries the RFC 3461 parameters; they go out only when the server offers DSN (`offersDSN`).
     public mutating func send(reversePath: String, recipients: [String], message: ByteBuffer,
+                              dsn: SMTPClientStateMachine.DSNOptions? = nil,
                               beforeData: (@Sendable () async -> Bool)? = nil) async -> TransactionResult {
         precondition(machine.isReady, "send on a session that is not ready")
         let eightBit = message.readableBytesView.contains(where: { $0 >= 0x80 })
         let transaction = SMTPClientStateMachine.Transaction(
-            reversePath: reversePath, recipients: recipients, size: message.readableBytes, eightBit: eightBit)
+            reversePath: reversePath, recipients: recipients, size: message.readableBytes, eightBit: eightBit,
+            dsn: dsn)
         var sink = ActionSink(recipients: recipients.count, body: message, beforeData: beforeData)
         let actions = machine.begin(transaction)
         await drive(actions, trust: nil, sink: &sink)

@@ -66,6 +66,27 @@ public struct SMTPClientStateMachine: Sendable {
         public init() {}
     }
 
+    /// The DSN parameters (RFC 3461) of a transaction: `RET` (`FULL`/`HDRS`) and `ENVID` (decoded)
+    /// for MAIL; per recipient, in the transaction's order, `NOTIFY` and the decoded `ORCPT`.
+    public struct DSNOptions: Sendable, Hashable {
+        public struct Recipient: Sendable, Hashable {
+            public var notify: [String]?
+            public var originalRecipient: String?
+            public init(notify: [String]? = nil, originalRecipient: String? = nil) {
+                self.notify = notify
+                self.originalRecipient = originalRecipient
+            }
+        }
+        public var ret: String?
+        public var envelopeID: String?
+        public var recipients: [Recipient]
+        public init(ret: String? = nil, envelopeID: String? = nil, recipients: [Recipient] = []) {
+            self.ret = ret
+            self.envelopeID = envelopeID
+            self.recipients = recipients
+        }
+    }
+
     /// One message's envelope as the session needs it.
     public struct Transaction: Sendable, Hashable {
         public var reversePath: String
@@ -74,11 +95,15 @@ public struct SMTPClientStateMachine: Sendable {
         public var size: Int
         /// The body has octets ≥ 0x80.
         public var eightBit: Bool
-        public init(reversePath: String, recipients: [String], size: Int, eightBit: Bool) {
+        /// RFC 3461 parameters, passed on only when the server offers DSN.
+        public var dsn: DSNOptions?
+
+        public init(reversePath: String, recipients: [String], size: Int, eightBit: Bool, dsn: DSNOptions? = nil) {
             self.reversePath = reversePath
             self.recipients = recipients
             self.size = size
             self.eightBit = eightBit
+            self.dsn = dsn
         }
         var needsUTF8: Bool { !SMTPPath.isASCII(reversePath) || recipients.contains { !SMTPPath.isASCII($0) } }
     }
@@ -225,7 +250,11 @@ public struct SMTPClientStateMachine: Sendable {
         if extensions.sizeLimit != nil { mail += " SIZE=\(t.size)" }
         if t.eightBit { mail += " BODY=8BITMIME" }
         if t.needsUTF8 { mail += " SMTPUTF8" }
-        let rcpts = t.recipients.map { "RCPT TO:<\($0)>" }
+        if extensions.dsn, let dsn = t.dsn {
+            if let ret = dsn.ret { mail += " RET=\(ret)" }
+            if let envid = dsn.envelopeID { mail += " ENVID=\(XText.encode(envid))" }
+        }
+        let rcpts = t.recipients.indices.map { rcptLine(t, $0) }
         if extensions.pipelining {
             pending = [-1] + Array(t.recipients.indices)
             phase = .rcpt
@@ -234,6 +263,17 @@ public struct SMTPClientStateMachine: Sendable {
         pending = [-1]
         phase = .mail
         return [.send([mail])]
+    }
+
+    /// The RCPT command for recipient `index`, with its DSN parameters when the server offers DSN.
+    private func rcptLine(_ t: Transaction, _ index: Int) -> String {
+        var line = "RCPT TO:<\(t.recipients[index])>"
+        if extensions.dsn, let options = t.dsn, index < options.recipients.count {
+            let dsn = options.recipients[index]
+            if let notify = dsn.notify, !notify.isEmpty { line += " NOTIFY=" + notify.joined(separator: ",") }
+            if let original = dsn.originalRecipient { line += " ORCPT=" + DSNParameters.encodeOriginalRecipient(original) }
+        }
+        return line
     }
 
     /// Ends the session politely (QUIT) if it is ready, otherwise just closes.
@@ -340,7 +380,7 @@ public struct SMTPClientStateMachine: Sendable {
                 guard reply.isPositiveCompletion else { return endTransaction(undecided: reply, abandoned: false) }
                 pending = Array(t.recipients.indices)
                 phase = .rcpt
-                return [.send(["RCPT TO:<\(t.recipients[0])>"])]
+                return [.send([rcptLine(t, 0)])]
             }
         } else {
             if let mail = mailReply, !mail.isPositiveCompletion {
@@ -352,7 +392,7 @@ public struct SMTPClientStateMachine: Sendable {
                 actions.append(.recipient(index: which, reply: reply))
             }
             if !extensions.pipelining, !pending.isEmpty {
-                actions.append(.send(["RCPT TO:<\(t.recipients[pending[0]])>"]))
+                actions.append(.send([rcptLine(t, pending[0])]))
                 return actions
             }
         }

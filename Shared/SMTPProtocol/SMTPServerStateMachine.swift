@@ -5,10 +5,13 @@ import Foundation
 public struct SMTPEnvelope: Sendable, Hashable {
     /// The reverse path without brackets; `""` for the null path `<>`.
     public var reversePath: String
-    /// MAIL FROM parameters, keywords upper-cased (`SIZE`, `BODY`, `SMTPUTF8`).
+    /// MAIL FROM parameters, keywords upper-cased (`SIZE`, `BODY`, `SMTPUTF8`, `RET`, `ENVID`).
     public var mailParameters: [String: String]
     /// Accepted forward paths, in order.
     public var recipients: [String]
+    /// Each accepted recipient's RCPT parameters (`NOTIFY`, `ORCPT`, RFC 3461), values as sent;
+    /// a recipient given twice keeps the parameters of its first RCPT.
+    public var recipientParameters: [String: [String: String]] = [:]
     /// Bare LFs in the message data that were stored as CRLF (`SMTPDataDecoder` in normalize
     /// mode); the receiver of the message decides whether to accept such a message.
     public var bareLineFeeds = 0
@@ -52,11 +55,13 @@ public struct SMTPServerStateMachine: Sendable {
         public var requireAuth: Bool
         /// Commands per connection before 421 4.7.0 and close.
         public var maxCommands: Int
+        /// Advertise and accept DSN (RFC 3461): RET and ENVID on MAIL, NOTIFY and ORCPT on RCPT.
+        public var dsn: Bool
 
         public init(hostname: String, greetingText: String = "ESMTP", maxMessageSize: Int = 25 * 1024 * 1024,
                     maxRecipients: Int = 100, maxErrors: Int = 20, smtpUTF8: Bool = true, tlsAvailable: Bool = false,
                     authMechanisms: [String] = [], allowPlaintextAuth: Bool = false, requireAuth: Bool = false,
-                    maxCommands: Int = 10_000) {
+                    maxCommands: Int = 10_000, dsn: Bool = true) {
             self.hostname = hostname
             self.greetingText = greetingText
             self.maxMessageSize = maxMessageSize
@@ -68,6 +73,7 @@ public struct SMTPServerStateMachine: Sendable {
             self.allowPlaintextAuth = allowPlaintextAuth
             self.requireAuth = requireAuth
             self.maxCommands = maxCommands
+            self.dsn = dsn
         }
     }
 
@@ -133,7 +139,7 @@ public struct SMTPServerStateMachine: Sendable {
     enum Pending: Sendable, Hashable {
         case connection
         case mail(String, [String: String])
-        case rcpt(String)
+        case rcpt(String, [String: String])
         case data
         case tls
         case auth(String)
@@ -181,6 +187,7 @@ public struct SMTPServerStateMachine: Sendable {
     public var extensions: [String] {
         var list = ["PIPELINING", "SIZE \(configuration.maxMessageSize)", "8BITMIME", "ENHANCEDSTATUSCODES", "CHUNKING"]
         if configuration.smtpUTF8 { list.append("SMTPUTF8") }
+        if configuration.dsn { list.append("DSN") }
         if configuration.tlsAvailable && !tlsActive { list.append("STARTTLS") }
         if authAllowedNow && authenticatedAs == nil {
             list.append("AUTH " + configuration.authMechanisms.joined(separator: " "))
@@ -274,11 +281,14 @@ public struct SMTPServerStateMachine: Sendable {
             state = .inMail
             return [.send(reply ?? SMTPReply(.mailAccepted))]
         case .rcptDecision(let reply):
-            guard case .rcpt(let path) = pending else { return unexpected() }
+            guard case .rcpt(let path, let parameters) = pending else { return unexpected() }
             pending = nil
             if let reply, !reply.isPositiveCompletion { return [.send(reply)] }
             // The same recipient twice is accepted but kept once (one delivery, one outcome).
-            if envelope?.recipients.contains(path) == false { envelope?.recipients.append(path) }
+            if envelope?.recipients.contains(path) == false {
+                envelope?.recipients.append(path)
+                if !parameters.isEmpty { envelope?.recipientParameters[path] = parameters }
+            }
             state = .inRcpt
             return [.send(reply ?? SMTPReply(.recipientAccepted))]
         case .dataDecision(let reply):
@@ -419,6 +429,12 @@ public struct SMTPServerStateMachine: Sendable {
                 case "SMTPUTF8":
                     guard configuration.smtpUTF8 else { return protocolError(.parameterNotImplemented) }
                     guard value.isEmpty else { return protocolError(.parameterSyntax) }
+                case "RET":
+                    guard configuration.dsn else { return protocolError(.parameterNotImplemented) }
+                    guard DSNParameters.ret(value) != nil else { return protocolError(.parameterSyntax) }
+                case "ENVID":
+                    guard configuration.dsn else { return protocolError(.parameterNotImplemented) }
+                    guard DSNParameters.envelopeID(value) != nil else { return protocolError(.parameterSyntax) }
                 default:
                     return protocolError(.parameterNotImplemented)
                 }
@@ -436,7 +452,18 @@ public struct SMTPServerStateMachine: Sendable {
             }
             guard let envelope else { return unexpected() }
             if chunking { return protocolError(.badSequence) }
-            if !parameters.isEmpty { return protocolError(.parameterNotImplemented) }
+            for (keyword, value) in parameters {
+                switch keyword {
+                case "NOTIFY":
+                    guard configuration.dsn else { return protocolError(.parameterNotImplemented) }
+                    guard DSNParameters.notify(value) != nil else { return protocolError(.parameterSyntax) }
+                case "ORCPT":
+                    guard configuration.dsn else { return protocolError(.parameterNotImplemented) }
+                    guard DSNParameters.originalRecipient(value) != nil else { return protocolError(.parameterSyntax) }
+                default:
+                    return protocolError(.parameterNotImplemented)
+                }
+            }
             if !SMTPPath.isASCII(path), envelope.mailParameters["SMTPUTF8"] == nil {
                 return protocolError(.utf8NotDeclared)
             }
@@ -444,7 +471,7 @@ public struct SMTPServerStateMachine: Sendable {
                 let reply = SMTPReply(.tooManyRecipients)
                 return [.send(reply), .refused(reason: "too many recipients", reply: reply)]
             }
-            pending = .rcpt(path)
+            pending = .rcpt(path, parameters)
             return [.askRcptTo(envelope: envelope, forwardPath: path, parameters: parameters)]
         case .data:
             switch state {

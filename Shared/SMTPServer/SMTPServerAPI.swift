@@ -47,6 +47,8 @@ public struct SMTPServerConfiguration: Sendable {
     public var requireAuth: Bool
     /// Commands per connection before 421 4.7.0. Default 10 000.
     public var maxCommands: Int
+    /// Advertise and accept DSN (RFC 3461). Default true.
+    public var dsn: Bool = true
     /// Bytes of DATA all sessions sharing this budget may buffer together; nil = no global
     /// limit (each session is still bounded by `maxMessageSize`). A transaction that would go
     /// beyond it gets 452 4.3.1: at DATA when its SIZE parameter already says so, else at the
@@ -95,7 +97,8 @@ public struct SMTPServerConfiguration: Sendable {
         .init(hostname: hostname, greetingText: greetingText, maxMessageSize: maxMessageSize,
               maxRecipients: maxRecipients, maxErrors: maxErrors, smtpUTF8: smtpUTF8,
               tlsAvailable: tls != nil && !implicitTLS, authMechanisms: authMechanisms,
-              allowPlaintextAuth: allowPlaintextAuth, requireAuth: requireAuth, maxCommands: maxCommands)
+              allowPlaintextAuth: allowPlaintextAuth, requireAuth: requireAuth, maxCommands: maxCommands,
+              dsn: dsn)
     }
 }
 

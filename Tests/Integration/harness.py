@@ -301,14 +301,15 @@ def queued_id(reply: bytes) -> str:
 
 
 def data_reply(port: int, message: bytes, sender="sender@customer.example", rcpts=("user@dest.example",),
-               mail_options=(), helo="app1.customer.example"):
-    """Submits one message; MAIL and every RCPT must be accepted. Returns DATA's (code, reply)."""
+               mail_options=(), helo="app1.customer.example", rcpt_options=None):
+    """Submits one message; MAIL and every RCPT must be accepted. Returns DATA's (code, reply).
+    `rcpt_options`: recipient → its RCPT parameters (e.g. ["NOTIFY=SUCCESS"])."""
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
         s.ehlo(helo)
         code, reply = s.mail(sender, list(mail_options))
         assert code == 250, reply
         for r in rcpts:
-            code, reply = s.rcpt(r)
+            code, reply = s.rcpt(r, list((rcpt_options or {}).get(r, ())))
             assert code == 250, reply
         return s.data(message)
 

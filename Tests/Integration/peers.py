@@ -230,6 +230,7 @@ class Message:
     peer: str                      # the peer's name
     received_at: float
     replied: bool = False          # the 250 after DATA was written (False: client gone, or still tarpitted)
+    rcpt_options: dict = field(default_factory=dict)  # accepted recipient → its RCPT parameters
 
     @property
     def eight_bit(self) -> bool:
@@ -266,6 +267,7 @@ class Peer:
       delay          seconds to wait before every reply (tarpit), the greeting included
       data_delay     seconds to wait before the reply to the end of DATA only
       eightbitmime   advertise 8BITMIME (False: a 7-bit-only server)
+      dsn            advertise DSN (RFC 3461); MAIL/RCPT parameters are recorded either way
       reject_8bit_param  with eightbitmime=False, answer MAIL … BODY=8BITMIME with 555 (else 250, recorded)
       temp_failures  how many times a flaky… recipient gets 451 before it is accepted
       rcpt_policy    callable(peer, address, attempt) -> reply text or None (accept); default by local part
@@ -277,7 +279,7 @@ class Peer:
                  greeting: Optional[str] = None, delay: float = 0.0, data_delay: float = 0.0,
                  eightbitmime: bool = True, pipelining: bool = True, reject_8bit_param: bool = True,
                  temp_failures: int = 1, rcpt_policy: Callable = default_rcpt_policy,
-                 max_size: int = 50 * 1024 * 1024, start: bool = True):
+                 max_size: int = 50 * 1024 * 1024, dsn: bool = False, start: bool = True):
         check_loopback(address)
         self.address, self.port = address, port
         self.name = name or f"peer-{address}"
@@ -295,6 +297,7 @@ class Peer:
         self.temp_failures = temp_failures
         self.rcpt_policy = rcpt_policy
         self.max_size = max_size
+        self.dsn = dsn
         self.lock = threading.Lock()
         self._messages = []
         self._connections = []
@@ -418,6 +421,8 @@ class Peer:
         if self.eightbitmime:
             lines.append("8BITMIME")
         lines.append("ENHANCEDSTATUSCODES")
+        if self.dsn:
+            lines.append("DSN")
         if self.tls_context is not None and not conn.tls:
             lines.append("STARTTLS")
         return "\r\n".join(f"250-{l}" for l in lines[:-1]) + f"\r\n250 {lines[-1]}"
@@ -428,6 +433,7 @@ class Peer:
             await asyncio.sleep(0.1)
             return
         mail_from, mail_options, rcpts = None, [], []
+        rcpt_options = {}
         while True:
             raw = await self._line(reader)
             line = raw.rstrip(b"\r\n").decode("latin-1")
@@ -486,6 +492,7 @@ class Peer:
                         await self._reply(writer, "555 5.5.4 BODY=8BITMIME not supported here")
                     else:
                         mail_from, mail_options, rcpts = address, params, []
+                        rcpt_options = {}
                         await self._reply(writer, "250 2.1.0 Ok")
             elif verb == "RCPT":
                 if mail_from is None:
@@ -494,7 +501,7 @@ class Peer:
                 if not arg.upper().startswith("TO:"):
                     await self._reply(writer, "501 5.5.4 Syntax: RCPT TO:<address>")
                     continue
-                address, _ = _path_and_params(arg[3:])
+                address, params = _path_and_params(arg[3:])
                 if not address:
                     await self._reply(writer, "501 5.1.3 Bad recipient address syntax")
                     continue
@@ -506,6 +513,7 @@ class Peer:
                     await self._reply(writer, refusal)
                 else:
                     rcpts.append(address)
+                    rcpt_options[address] = list(params)
                     await self._reply(writer, "250 2.1.5 Ok")
             elif verb == "DATA":
                 if mail_from is None:
@@ -519,7 +527,9 @@ class Peer:
                 message = Message(mail_from=mail_from, mail_options=list(mail_options), rcpts=list(rcpts), data=data,
                                   source_ip=conn.source_ip, source_port=conn.source_port, helo=conn.helo,
                                   tls=conn.tls, tls_version=conn.tls_version, tls_cipher=conn.tls_cipher,
-                                  connection=conn.number, peer=self.name, received_at=time.time())
+                                  connection=conn.number, peer=self.name, received_at=time.time(),
+                                  rcpt_options=dict(rcpt_options))
+                rcpt_options = {}
                 mail_from, mail_options, rcpts = None, [], []
                 if len(data) > self.max_size:
                     await self._reply(writer, "552 5.3.4 Message too big")

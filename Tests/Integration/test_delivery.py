@@ -481,6 +481,97 @@ def test_5xx_bounces_with_an_ndr_that_carries_the_remote_reply(peers, gateway, d
     assert peer.marker in bounced["facts"][F_REPLY]
 
 
+def dsn_submit(gateway, marker, rcpt_options: dict, mail_options):
+    rcpts = list(rcpt_options)
+    code, reply = data_reply(gateway.ingress_port, message(marker, rcpts), SENDER, rcpts, mail_options,
+                             helo="app1.customer.test", rcpt_options=rcpt_options)
+    assert code == 250, reply
+    return queued_id(reply)
+
+
+def test_dsn_success_is_relayed_never_is_silent_and_ret_full_returns_the_message(peers, gateway, dns, bounces):
+    """RFC 3461 towards a next hop without DSN: NOTIFY=SUCCESS gets our "relayed" notice,
+    NOTIFY=NEVER no report at all, NOTIFY=FAILURE the failure report with the whole message
+    (RET=FULL), the client's ENVID and each recipient's ORCPT."""
+    peer = peers.add("127.0.0.27", "mx.reject.egress.test")        # does not offer DSN
+    start(gateway, delivery_env(dns, peers))
+    mid = dsn_submit(gateway, "dsn-1", {
+        "ok@reject.egress.test": ["NOTIFY=SUCCESS", "ORCPT=rfc822;orig+2Bok@customer.test"],
+        "reject-never@reject.egress.test": ["NOTIFY=NEVER"],
+        "reject-me@reject.egress.test": ["NOTIFY=FAILURE,DELAY"],
+    }, ["RET=FULL", "ENVID=order+2B17"])
+    wait_outcomes(gateway, mid, {"ok@reject.egress.test": EV_DELIVERED, "reject-never@reject.egress.test": EV_BOUNCED,
+                                 "reject-me@reject.egress.test": EV_BOUNCED})
+    [delivered] = peer.messages()
+    assert not any(o.upper().startswith(("RET=", "ENVID=")) for o in delivered.mail_options), delivered.mail_options
+    assert delivered.rcpt_options == {"ok@reject.egress.test": []}, "no DSN parameters to a hop without DSN"
+
+    _, failure, blocks = ndr_for(bounces, "reject-me@reject.egress.test")
+    assert set(blocks) == {"reject-me@reject.egress.test"}, "NOTIFY=NEVER is never reported"
+    assert blocks["reject-me@reject.egress.test"]["action"] == "failed"
+    parts = list(failure.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status", "message/rfc822"]
+    returned = parts[2].get_payload()[0]
+    assert returned["Subject"] == "dsn-1", "RET=FULL returns the message"
+    per_message = parts[1].get_payload()[0]
+    assert per_message["Original-Envelope-Id"] == "order+17"
+
+    _, success, blocks = ndr_for(bounces, "ok@reject.egress.test")
+    fields = blocks["ok@reject.egress.test"]
+    assert fields["action"] == "relayed" and fields["status"].startswith("2."), fields
+    assert fields["original-recipient"] == "rfc822; orig+ok@customer.test", fields
+    assert "Successful" in success["Subject"]
+    parts = list(success.iter_parts())
+    assert parts[2].get_content_type() == "text/rfc822-headers", "a success notice returns headers only"
+    assert parts[1].get_payload()[0]["Original-Envelope-Id"] == "order+17"
+    time.sleep(2)
+    assert bounces.count() == 2, [subject_of(m.data) for m in bounces.messages()]
+
+
+def test_dsn_delay_notice_only_for_recipients_that_allow_it(peers, gateway, dns, bounces):
+    peers.add("127.0.0.26", "mx.retry.egress.test")               # later… recipients: always 451
+    start(gateway, delivery_env(dns, peers, SMG_EGRESS_RETRY_SCHEDULE="1s", SMG_EGRESS_DELAY_WARNING_AFTER="1s"))
+    dsn_submit(gateway, "dsn-3", {
+        "later-delay@retry.egress.test": ["NOTIFY=DELAY"],
+        "later-failure@retry.egress.test": ["NOTIFY=FAILURE"],
+        "later-default@retry.egress.test": [],
+    }, ["ENVID=wait1"])
+    _, notice, blocks = ndr_for(bounces, "later-delay@retry.egress.test", timeout=30)
+    assert set(blocks) == {"later-delay@retry.egress.test", "later-default@retry.egress.test"}, blocks
+    assert all(b["action"] == "delayed" for b in blocks.values())
+    assert "Delayed" in notice["Subject"]
+    time.sleep(3)
+    assert bounces.count() == 1, "one delay notice, once"
+
+
+def test_dsn_is_passed_on_to_a_hop_that_offers_it_and_bad_parameters_are_refused(peers, gateway, dns, bounces):
+    peer = peers.add("127.0.0.27", "mx.reject.egress.test", dsn=True)
+    start(gateway, delivery_env(dns, peers))
+    mid = dsn_submit(gateway, "dsn-2", {
+        "ok@reject.egress.test": ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;first+2Bok@customer.test"],
+        "plain@reject.egress.test": [],
+    }, ["RET=HDRS", "ENVID=abc+2Bdef"])
+    events = wait_outcomes(gateway, mid, {"ok@reject.egress.test": EV_DELIVERED, "plain@reject.egress.test": EV_DELIVERED})
+    [delivered] = peer.messages()
+    assert "RET=HDRS" in delivered.mail_options and "ENVID=abc+2Bdef" in delivered.mail_options, delivered.mail_options
+    assert sorted(delivered.rcpt_options["ok@reject.egress.test"]) == ["NOTIFY=SUCCESS,FAILURE",
+                                                                       "ORCPT=rfc822;first+2Bok@customer.test"]
+    assert delivered.rcpt_options["plain@reject.egress.test"] == []
+    assert all(e["facts"].get("next_hop_dsn") is True for e in of_type(events, EV_DELIVERED))
+    time.sleep(2)
+    assert bounces.count() == 0, "the next hop took the success notice over"
+
+    with smtplib.SMTP("127.0.0.1", gateway.ingress_port, timeout=10) as s:
+        s.ehlo("app1.customer.test")
+        assert s.has_extn("dsn")
+        assert s.mail(SENDER, ["RET=BODY"])[0] == 501
+        assert s.mail(SENDER, ["ENVID=a=b"])[0] == 501
+        assert s.mail(SENDER, ["RET=FULL"])[0] == 250
+        assert s.rcpt("x@reject.egress.test", ["NOTIFY=NEVER,SUCCESS"])[0] == 501
+        assert s.rcpt("x@reject.egress.test", ["ORCPT=rfc822;bad+zz"])[0] == 501
+        assert s.rcpt("x@reject.egress.test", ["NOTIFY=NEVER"])[0] == 250
+
+
 def test_8bit_body_never_reaches_a_7bit_hop_as_8bit(peers, gateway, dns, bounces):
     """Accepted outcomes: delivered converted to 7-bit (quoted-printable/base64), or bounced with a
     reason that says why. Never: 8-bit octets, or BODY=8BITMIME, to a server without 8BITMIME."""

@@ -54,7 +54,8 @@ def test_infected_message_is_rejected_and_the_ndr_reaches_the_sender(gateway, si
     blocks = parts[1].get_payload()                          # per-message fields, then one block per recipient
     assert blocks[0]["Reporting-MTA"] == "dns; gateway.test"
     assert blocks[0]["Arrival-Date"]
-    assert blocks[0]["Original-Envelope-Id"] == message_id
+    assert blocks[0]["X-SMG-Message-Id"] == message_id
+    assert "Original-Envelope-Id" not in blocks[0], "no ENVID was given (RFC 3464 §2.2.1)"
     recipients = {b["Final-Recipient"]: b for b in blocks[1:]}
     assert set(recipients) == {"rfc822; user@dest.example", "rfc822; other@dest.example"}
     for block in recipients.values():

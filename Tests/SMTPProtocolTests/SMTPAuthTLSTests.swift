@@ -47,11 +47,11 @@ final class SMTPAuthTLSTests: XCTestCase {
 
     func testEHLOAdvertisesSTARTTLSBeforeAndAUTHAfterTLS() {
         var m = machine()
-        XCTAssertEqual(run(["EHLO c"], &m), ["250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 STARTTLS\r\n"])
+        XCTAssertEqual(run(["EHLO c"], &m), ["250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-DSN\r\n250 STARTTLS\r\n"])
         XCTAssertEqual(run(["STARTTLS"], &m), ["220 2.0.0 Ready to start TLS\r\n[tls]"])
         XCTAssertEqual(m.state, .greeting, "RFC 3207: the session starts over")
         XCTAssertTrue(m.tlsActive)
-        XCTAssertEqual(run(["EHLO c"], &m), ["250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 AUTH PLAIN LOGIN\r\n"])
+        XCTAssertEqual(run(["EHLO c"], &m), ["250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-DSN\r\n250 AUTH PLAIN LOGIN\r\n"])
         XCTAssertEqual(run(["STARTTLS"], &m), ["503 5.5.1 Error: TLS already active\r\n"])
     }
 
