@@ -250,13 +250,9 @@ public struct DeliveryWorker: StageWorker {
     }
 
     /// Tells apart notices of one kind for one message (different recipients at different times),
-    /// the same for a redrive of the same attempt: the recipients, hashed.
+    /// the same for a redrive of the same attempt: the recipients (`NDRSender.ndrID` hashes it).
     static func noticeKey(_ recipients: [DSNRecipient]) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in recipients.map(\.address).sorted().joined(separator: "\n").utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
-        }
-        return String(hash, radix: 36)
+        recipients.map(\.address).sorted().joined(separator: ",")
     }
 
     struct GroupOutcome {

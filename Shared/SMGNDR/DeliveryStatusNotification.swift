@@ -153,7 +153,8 @@ public struct DeliveryStatusNotification: Sendable {
             bytes += returnedMessage
             if let last = returnedMessage.last, last != 10 { bytes += [13, 10] }
         } else {
-            out += "Content-Description: \(subject == "Undelivered Mail Returned to Sender" ? "Undelivered message headers" : "Message headers")\r\n"
+            let failed = recipients.allSatisfy { $0.action == "failed" }
+            out += "Content-Description: \(failed ? "Undelivered message headers" : "Message headers")\r\n"
             out += "Content-Type: text/rfc822-headers\r\n\r\n"
             bytes = Array(out.utf8)
             bytes += originalHeaders

@@ -429,11 +429,9 @@ public struct SMTPServerStateMachine: Sendable {
                 case "SMTPUTF8":
                     guard configuration.smtpUTF8 else { return protocolError(.parameterNotImplemented) }
                     guard value.isEmpty else { return protocolError(.parameterSyntax) }
-                case "RET":
-                    guard configuration.dsn else { return protocolError(.parameterNotImplemented) }
+                case "RET" where configuration.dsn:
                     guard DSNParameters.ret(value) != nil else { return protocolError(.parameterSyntax) }
-                case "ENVID":
-                    guard configuration.dsn else { return protocolError(.parameterNotImplemented) }
+                case "ENVID" where configuration.dsn:
                     guard DSNParameters.envelopeID(value) != nil else { return protocolError(.parameterSyntax) }
                 default:
                     return protocolError(.parameterNotImplemented)
@@ -454,11 +452,9 @@ public struct SMTPServerStateMachine: Sendable {
             if chunking { return protocolError(.badSequence) }
             for (keyword, value) in parameters {
                 switch keyword {
-                case "NOTIFY":
-                    guard configuration.dsn else { return protocolError(.parameterNotImplemented) }
+                case "NOTIFY" where configuration.dsn:
                     guard DSNParameters.notify(value) != nil else { return protocolError(.parameterSyntax) }
-                case "ORCPT":
-                    guard configuration.dsn else { return protocolError(.parameterNotImplemented) }
+                case "ORCPT" where configuration.dsn:
                     guard DSNParameters.originalRecipient(value) != nil else { return protocolError(.parameterSyntax) }
                 default:
                     return protocolError(.parameterNotImplemented)

@@ -29,20 +29,9 @@ final class DSNTests: XCTestCase {
         XCTAssertEqual(DSNParameters.encodeOriginalRecipient("rfc822;bob+x@d.test"), "rfc822;bob+2Bx@d.test")
     }
 
+    /// The reply codes only.
     func run(_ lines: [String], _ m: inout SMTPServerStateMachine) -> [String] {
-        lines.map { line in
-            var wire = ""
-            var queue = m.handle(.line(.line(Array(line.utf8))))
-            while !queue.isEmpty {
-                switch queue.removeFirst() {
-                case .send(let reply): wire += reply.wireString
-                case .askMailFrom: queue += m.handle(.mailDecision(nil))
-                case .askRcptTo: queue += m.handle(.rcptDecision(nil))
-                default: break
-                }
-            }
-            return String(wire.prefix(3))
-        }
+        transcript(lines, &m).map { String($0.prefix(3)) }
     }
 
     func testServerTakesValidParametersAndRefusesBadOnes() {
