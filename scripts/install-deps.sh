@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing the gateway needs on Debian 12, if missing.
 # Idempotent and quiet when everything is there. Needs root (or sudo) only when it installs.
+#
+#   scripts/install-deps.sh           what the build and the tests need
+#   scripts/install-deps.sh --bench   that, plus what only bench/relay_compare.py needs (see the end)
 set -euo pipefail
+
+BENCH=0
+[ "${1:-}" = "--bench" ] && BENCH=1
 
 APT_PACKAGES=(
   pkg-config libzmq3-dev libhiredis-dev libssl-dev   # C libraries the gateway links
@@ -36,6 +42,24 @@ if ! python3 -c "import aiosmtpd, redis, pytest, dkim, nacl" 2>/dev/null; then
   echo "install-deps: installing Python packages aiosmtpd redis pytest dkimpy pynacl" >&2
   python3 -m pip install --quiet --disable-pip-version-check aiosmtpd redis pytest dkimpy pynacl 2>/dev/null \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd redis pytest dkimpy pynacl
+fi
+
+# ---- optional: benchmark-only tools (bench/relay_compare.py), with --bench -------------------------
+# opendkim: the OpenDKIM milter, the signing peer next to Postfix (only its binary is used: the bench
+# writes its own configuration to a temporary folder and runs it in the foreground; the package's
+# service is not needed). matplotlib: the bench's plot.
+if ((BENCH)); then
+  if ! dpkg-query -W -f='${Status}' opendkim 2>/dev/null | grep -q "install ok installed"; then
+    echo "install-deps: installing apt package opendkim (bench)" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends opendkim >/dev/null
+  fi
+  if ! python3 -c "import matplotlib" 2>/dev/null; then
+    echo "install-deps: installing Python package matplotlib (bench)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check matplotlib 2>/dev/null \
+      || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages matplotlib
+  fi
 fi
 
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH (Swift 6.1 or newer is needed)" >&2; exit 1; }
