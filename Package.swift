@@ -164,7 +164,7 @@ let package = Package(
                     dependencies: ["SMTPClient", "SMTPServer", "SMTPProtocol", nioCore, nioPosix, nioHelpers, nioSSL, logging],
                     exclude: ["aiosmtpd_sink.py"], swiftSettings: strict),
         .testTarget(name: "SMGMIMETests", dependencies: ["SMGMIME"], swiftSettings: strict),
-        .testTarget(name: "SMGVirusScanTests", dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
+        .testTarget(name: "SMGVirusScanTests", dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", "SMGSync", logging],
                     swiftSettings: strict),
         .testTarget(name: "SMGNDRTests", dependencies: ["SMGNDR", "SMGMIME", "SMGCore", "SMGStore"], swiftSettings: strict),
         .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGNDR", "SMGCore", "SMTPProtocol"],

@@ -1,4 +1,5 @@
 import SMGRuntime
+import Foundation
 
 /// Configuration of smg-scanner (besides the common and stage keys).
 enum ScannerKeys {
@@ -20,6 +21,17 @@ enum ScannerKeys {
     static let maxFiles = ConfigKey<Int>.int(
         "scanner.clamav.max_files", default: 10_000, range: 1...1_000_000,
         help: "ClamAV: files scanned inside one container (CL_ENGINE_MAX_FILES).")
+    static let temporaryDirectory = ConfigKey<String>.string(
+        "scanner.clamav.tmpdir", default: "/dev/shm",
+        help: "Folder where libclamav makes its per-scan folder and extracted parts (CL_ENGINE_TMPDIR); a memory file system saves a disk write per scan. Empty = $TMPDIR or /tmp.",
+        validate: { path in
+            guard !path.isEmpty else { return nil }
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+                return "not a folder"
+            }
+            return FileManager.default.isWritableFile(atPath: path) ? nil : "not writable"
+        })
     static let blockLimitsExceeded = ConfigKey<Bool>.bool(
         "scanner.block_limits_exceeded", default: true,
         help: "A message that exceeds a scan limit (zip bomb: Heuristics.Limits.Exceeded.*) is blocked; false = passed on.")
@@ -43,7 +55,7 @@ enum ScannerKeys {
 
     static let all: [AnyConfigKey] = [
         database.erased, reloadInterval.erased, maxScanSize.erased, maxFileSize.erased, maxRecursion.erased,
-        maxFiles.erased, blockLimitsExceeded.erased, timeout.erased, scanSlots.erased, yaraRules.erased, mimeMaxDepth.erased,
+        maxFiles.erased, temporaryDirectory.erased, blockLimitsExceeded.erased, timeout.erased, scanSlots.erased, yaraRules.erased, mimeMaxDepth.erased,
         mimeMaxParts.erased, mimeMaxDecoded.erased,
     ]
 }

@@ -16,7 +16,8 @@ await ServiceMain.run(program: "smg-scanner", keys: StageKeys.all + ScannerKeys.
         maxScanSize: UInt64(try config.get(ScannerKeys.maxScanSize)),
         maxFileSize: UInt64(try config.get(ScannerKeys.maxFileSize)),
         maxRecursion: UInt32(try config.get(ScannerKeys.maxRecursion)),
-        maxFiles: UInt32(try config.get(ScannerKeys.maxFiles)))
+        maxFiles: UInt32(try config.get(ScannerKeys.maxFiles)),
+        temporaryDirectory: try config.get(ScannerKeys.temporaryDirectory))
     let timeout = try config.get(ScannerKeys.timeout)
     let clamav = ClamAVService(databaseDirectory: try config.get(ScannerKeys.database), limits: limits,
                                timeout: timeout, slots: try config.get(ScannerKeys.scanSlots),

@@ -38,13 +38,18 @@ public struct ClamAVLimits: Sendable, Hashable {
     public var maxRecursion: UInt32
     /// Files inside one container (`CL_ENGINE_MAX_FILES`).
     public var maxFiles: UInt32
+    /// Where libclamav makes its per-scan folder and the parts it extracts (`CL_ENGINE_TMPDIR`);
+    /// nil = its default ($TMPDIR or /tmp). Every scan of a mail creates and removes a folder and
+    /// files there, so a memory file system (/dev/shm) saves a journal write per scan.
+    public var temporaryDirectory: String?
 
     public init(maxScanSize: UInt64 = 200 * 1024 * 1024, maxFileSize: UInt64 = 100 * 1024 * 1024,
-                maxRecursion: UInt32 = 16, maxFiles: UInt32 = 10_000) {
+                maxRecursion: UInt32 = 16, maxFiles: UInt32 = 10_000, temporaryDirectory: String? = nil) {
         self.maxScanSize = maxScanSize
         self.maxFileSize = maxFileSize
         self.maxRecursion = maxRecursion
         self.maxFiles = maxFiles
+        self.temporaryDirectory = temporaryDirectory
     }
 }
 
@@ -104,6 +109,12 @@ public final class ClamAVEngine: @unchecked Sendable {
             let set = cl_engine_set_num(engine, field, value)
             guard set == CL_SUCCESS else {
                 throw ClamAVError(code: .loadFailed, message: "cl_engine_set_num(\(field)): \(String(cString: cl_strerror(set)))")
+            }
+        }
+        if let tmp = limits.temporaryDirectory, !tmp.isEmpty {
+            let set = cl_engine_set_str(engine, CL_ENGINE_TMPDIR, tmp)
+            guard set == CL_SUCCESS else {
+                throw ClamAVError(code: .loadFailed, message: "cl_engine_set_str(CL_ENGINE_TMPDIR, \(tmp)): \(String(cString: cl_strerror(set)))")
             }
         }
         var signatures: UInt32 = 0

@@ -102,17 +102,30 @@ public enum EventType {
 /// RFC 3339 UTC timestamps with milliseconds, the one time format of logs and events.
 public enum Timestamp {
     public static func format(_ date: Date) -> String {
-        let ms = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        // To the nearest millisecond: a time read back from its text (`parse`) is a binary fraction
+        // that may lie a hair below the millisecond it was written as.
+        let ms = Int64((date.timeIntervalSince1970 * 1000).rounded())
         let seconds = ms / 1000, millis = ms % 1000
         var t = time_t(seconds)
         var parts = tm()
         gmtime_r(&t, &parts)
-        func pad(_ v: Int32, _ width: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
+        // Written digit by digit: this runs for every event and every recipient state of every message.
+        var out = [UInt8](repeating: 0, count: 24)
+        func put(_ value: Int32, _ at: Int, _ width: Int) {
+            var v = value
+            for i in stride(from: at + width - 1, through: at, by: -1) {
+                out[i] = UInt8(truncatingIfNeeded: 48 + v % 10)
+                v /= 10
+            }
         }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
+        put(parts.tm_year + 1900, 0, 4); out[4] = 45 /* - */
+        put(parts.tm_mon + 1, 5, 2); out[7] = 45
+        put(parts.tm_mday, 8, 2); out[10] = 84 /* T */
+        put(parts.tm_hour, 11, 2); out[13] = 58 /* : */
+        put(parts.tm_min, 14, 2); out[16] = 58
+        put(parts.tm_sec, 17, 2); out[19] = 46 /* . */
+        put(Int32(millis), 20, 3); out[23] = 90 /* Z */
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// RFC 5322 date in UTC, e.g. `Mon, 23 Nov 2026 05:00:00 +0000` (Date, Received, Arrival-Date).
@@ -127,11 +140,80 @@ public enum Timestamp {
             + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) +0000"
     }
 
+    /// Parses an RFC 3339 date-time (`2026-11-23T05:00:00.123Z`, `…T05:00:00+01:00`; fraction
+    /// optional). Hand-written: every stage decodes the envelope and recipient states of every
+    /// message, and a Foundation date formatter per call cost more than the rest of the decode.
     public static func parse(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = formatter.date(from: text) { return d }
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: text)
+        var text = text
+        return text.withUTF8 { parse(utf8: $0) }
+    }
+
+    static func parse(utf8 b: UnsafeBufferPointer<UInt8>) -> Date? {
+        func digits(_ at: Int, _ count: Int) -> Int? {
+            guard at + count <= b.count else { return nil }
+            var v = 0
+            for i in at..<(at + count) {
+                let d = Int(b[i]) - 48
+                guard d >= 0, d <= 9 else { return nil }
+                v = v * 10 + d
+            }
+            return v
+        }
+        guard b.count >= 20,
+              let year = digits(0, 4), b[4] == 45, let month = digits(5, 2), b[7] == 45, let day = digits(8, 2),
+              b[10] == 84 || b[10] == 116,
+              let hour = digits(11, 2), b[13] == 58, let minute = digits(14, 2), b[16] == 58,
+              let second = digits(17, 2),
+              (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year),
+              hour <= 23, minute <= 59, second <= 60
+        else { return nil }
+        var i = 19
+        var fraction = 0.0
+        if b[i] == 46 {   // .
+            i += 1
+            var scale = 0.1
+            let start = i
+            while i < b.count, b[i] >= 48, b[i] <= 57 {
+                fraction += Double(b[i] - 48) * scale
+                scale /= 10
+                i += 1
+            }
+            guard i > start else { return nil }
+        }
+        guard i < b.count else { return nil }
+        var offset = 0
+        switch b[i] {
+        case 90, 122:   // Z z
+            i += 1
+        case 43, 45:    // + -
+            guard let oh = digits(i + 1, 2), i + 3 < b.count, b[i + 3] == 58, let om = digits(i + 4, 2),
+                  oh <= 23, om <= 59 else { return nil }
+            offset = (oh * 60 + om) * 60 * (b[i] == 45 ? -1 : 1)
+            i += 6
+        default:
+            return nil
+        }
+        guard i == b.count else { return nil }
+        let days = daysFromCivil(year: year, month: month, day: day)
+        let seconds = days * 86400 + hour * 3600 + minute * 60 + min(second, 59) - offset
+        return Date(timeIntervalSince1970: Double(seconds) + fraction)
+    }
+
+    static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 2: return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+    static func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146097 + doe - 719468
     }
 }

@@ -138,6 +138,9 @@ public final class YaraRules: @unchecked Sendable {
             return CALLBACK_CONTINUE
         }, Unmanaged.passUnretained(found).toOpaque())
         yr_scanner_set_timeout(scanner, Int32(max(1, timeoutSeconds)))
+        // The buffer is our own memory, not a mapped file that could shrink under the scan, so
+        // YARA's SIGSEGV/SIGBUS guard (two sigaction pairs per scanned part) buys nothing.
+        yr_scanner_set_flags(scanner, Int32(SCAN_FLAGS_NO_TRYCATCH))
         let status: Int32 = withExtendedLifetime(found) {
             bytes.withUnsafeBufferPointer { buffer in
                 yr_scanner_scan_mem(scanner, buffer.baseAddress, buffer.count)

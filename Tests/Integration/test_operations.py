@@ -27,6 +27,12 @@ def test_config_error_names_the_key(tmp_path):
     assert env_out.returncode == 78 and "egress.retry_schedule" in env_out.stderr
     assert "SMG_EGRESS_RETRY_SCHEDULE" in env_out.stderr
 
+    # libclamav's scratch folder must exist and be writable (it defaults to /dev/shm).
+    tmp_out = subprocess.run([str(bin_dir() / "smg-scanner"), "--check-config"], capture_output=True, text=True,
+                             timeout=30, env={"SMG_SCANNER_CLAMAV_TMPDIR": str(tmp_path / "missing"),
+                                              "PATH": "/usr/bin:/bin"})
+    assert tmp_out.returncode == 78 and "scanner.clamav.tmpdir" in tmp_out.stderr and "not a folder" in tmp_out.stderr
+
 
 def test_print_config_lists_every_key_with_default():
     out = subprocess.run([str(bin_dir() / "smg-ingress"), "--print-config"], capture_output=True, text=True, timeout=30)

@@ -63,6 +63,41 @@ final class EventTests: XCTestCase {
     }
 }
 
+final class TimestampTests: XCTestCase {
+    /// The hand-written RFC 3339 reader agrees with Foundation's on what we write and on the
+    /// forms RFC 3339 allows, and refuses what is not a date-time.
+    func testParseAgreesWithFoundationAndFormatRoundTrips() {
+        let foundation = ISO8601DateFormatter()
+        foundation.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            // 1970 … 2400, on a millisecond.
+            let ms = Int64.random(in: 0..<13_569_465_600_000, using: &rng)
+            let date = Date(timeIntervalSince1970: Double(ms) / 1000)
+            let text = Timestamp.format(date)
+            XCTAssertEqual(text, foundation.string(from: date), "format")
+            XCTAssertEqual(Timestamp.parse(text).map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }, ms, text)
+        }
+        for text in ["2026-11-23T05:00:00Z", "2026-11-23T05:00:00.5+01:30", "2026-11-23t05:00:00.123456z",
+                     "2024-02-29T23:59:59-08:00", "2000-01-01T00:00:00.000Z", "1999-12-31T23:59:59.999-00:00"] {
+            let ours = Timestamp.parse(text)
+            let theirs = foundation.date(from: text) ?? {
+                let plain = ISO8601DateFormatter()
+                return plain.date(from: text)
+            }()
+            XCTAssertNotNil(ours, text)
+            if let ours, let theirs {
+                XCTAssertEqual(ours.timeIntervalSince1970, theirs.timeIntervalSince1970, accuracy: 0.001, text)
+            }
+        }
+        for bad in ["", "2026-11-23", "2026-11-23T05:00:00", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z",
+                    "2023-02-29T00:00:00Z", "2026-11-23T24:00:00Z", "2026-11-23T05:00:00.Z", "2026-11-23T05:00:00Zx",
+                    "2026-11-23T05:00:00+0100", "2026-11-23 05:00:00Z", "２026-11-23T05:00:00Z", "2026-11-23T05:60:00Z"] {
+            XCTAssertNil(Timestamp.parse(bad), bad)
+        }
+    }
+}
+
 final class CIDRTests: XCTestCase {
     func testTable() throws {
         let cases: [(String, String, Bool)] = [

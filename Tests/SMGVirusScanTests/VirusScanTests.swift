@@ -5,6 +5,7 @@ import Logging
 @testable import SMGClamAV
 @testable import SMGYara
 import SMGMIME
+import SMGSync
 
 /// The EICAR test string, assembled at run time so this file is not itself a "virus".
 let eicar = Array(("X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*").utf8)
@@ -186,6 +187,33 @@ final class VirusScannerTests: XCTestCase {
         let yara = try XCTUnwrap(report.findings.first { $0.engine == "yara" })
         XCTAssertEqual(yara.signature, "SMG_EICAR_Test_File")
         XCTAssertEqual(yara.part, "2")
+    }
+
+    /// `scanner.clamav.tmpdir`: libclamav makes its per-scan folder where it is told to (the
+    /// scanner points it at /dev/shm), still finds what it found before, and leaves nothing behind.
+    func testClamAVWorksInTheConfiguredTemporaryFolder() async throws {
+        let dir = tempDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let seen = Locked<Set<String>>([])
+        let watching = Locked(true)
+        let watcher = Thread {
+            while watching.withLock({ $0 }) {
+                let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+                seen.withLock { $0.formUnion(names) }
+            }
+        }
+        watcher.start()
+        let s = try await scanner(limits: ClamAVLimits(temporaryDirectory: dir))
+        let message = mail([(["Content-Type: text/plain"], "see attachment"),
+                            (["Content-Type: application/octet-stream; name=\"test.txt\"",
+                              "Content-Disposition: attachment; filename=\"test.txt\"",
+                              "Content-Transfer-Encoding: base64"], base64Lines(eicar))])
+        var found: [ScanFinding] = []
+        for _ in 0..<50 { found = try await s.scan(message, logger: logger).findings }
+        watching.withLock { $0 = false }
+        XCTAssertEqual(found.first { $0.engine == "clamav" }?.signature, "SMG.Test.EICAR.UNOFFICIAL")
+        XCTAssertFalse(seen.withLock { $0 }.isEmpty, "libclamav never used the configured folder")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [], "scan folders left behind")
     }
 
     func testEICARInsideAZip() async throws {
