@@ -127,6 +127,10 @@ public final class EventPublisher: Sendable {
     @discardableResult
     public func publish(_ message: BusMessage) async -> Bool { await core.publish(message) }
 
+    /// Publishes all of `messages`, in order, without waiting (one hop onto the socket's queue,
+    /// however many): the hot path of every stage, which records its events in Redis first.
+    public func publishDetached(_ messages: [BusMessage]) { core.publishDetached(messages) }
+
     public func close() async { await core.close() }
 }
 

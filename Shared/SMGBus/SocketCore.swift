@@ -320,6 +320,21 @@ final class SocketCore: @unchecked Sendable {
         }
     }
 
+    /// Publishes every message in one hop onto the socket's queue and returns at once (taps:
+    /// nobody waits for a PUB send, which libzmq never blocks). Messages after a failed send are
+    /// still tried; failures are not reported (the event log in Redis is the record).
+    func publishDetached(_ messages: [BusMessage]) {
+        guard !messages.isEmpty else { return }
+        queue.async {
+            guard let s = self.socket else { return }
+            for message in messages {
+                let topic = Array(message.topic.utf8)
+                guard Self.sendFrame(s, topic, ZMQ_DONTWAIT | ZMQ_SNDMORE) >= 0 else { continue }
+                _ = Self.sendFrame(s, message.payload, ZMQ_DONTWAIT)
+            }
+        }
+    }
+
     private static func sendFrame(_ s: UnsafeMutableRawPointer, _ bytes: [UInt8], _ flags: Int32) -> Int32 {
         if bytes.isEmpty {
             var dummy: UInt8 = 0

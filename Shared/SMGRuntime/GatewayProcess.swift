@@ -99,11 +99,12 @@ public final class GatewayProcess: Sendable {
         Event(type: type, id: id, site: site, process: instance, facts: facts)
     }
 
-    /// Publishes events on this process's tap (after they were recorded in Redis).
-    public func publish(_ events: [Event]) async {
-        for event in events {
-            await self.events.publish(BusMessage(topic: event.tapTopic, payload: event.jsonBytes()))
-        }
+    /// Publishes events on this process's tap (after they were recorded in Redis), without
+    /// waiting: one hop onto the PUB socket's queue for all of them. `json`: the events' JSON if
+    /// the caller has it already (the commit that recorded them encoded them once).
+    public func publish(_ events: [Event], json: [[UInt8]]? = nil) async {
+        let payloads = json?.count == events.count ? json! : events.map { $0.jsonBytes() }
+        self.events.publishDetached(zip(events, payloads).map { BusMessage(topic: $0.tapTopic, payload: $1) })
     }
 
     /// Records events that are not part of a stage transition, then publishes them.

@@ -41,7 +41,8 @@ public protocol StageWorker: Sendable {
 
 /// The lease a worker holds on one message while it works.
 ///
-/// The runner renews it every third of its length. Before any side effect outside the gateway
+/// The runner's `LeaseKeeper` renews it once a third of its length has passed since it was last
+/// confirmed (checked every sixth), so well before it runs out. Before any side effect outside the gateway
 /// (SMTP DATA), a worker calls `confirm()`: one round trip that renews the lease and so proves it
 /// is still the holder. A worker that was stalled (paused, starved, cut off from Redis) beyond
 /// its lease finds `confirm()` false and must stop before that side effect.
@@ -94,14 +95,50 @@ public final class Lease: Sendable {
         return fresh ? true : await confirm()
     }
 
-    /// Renews every third of the lease until cancelled or lost.
-    func heartbeat(logger: Logger) async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(max(50, milliseconds / 3)))
+    /// Whether the keeper should renew it now: not lost, and last confirmed a third of its
+    /// length ago or longer.
+    func due(at now: ContinuousClock.Instant) -> Bool {
+        state.withLock { !$0.lost && now - $0.confirmed >= .milliseconds(milliseconds / 3) }
+    }
+
+    var wasLost: Bool { state.withLock { $0.lost } }
+}
+
+/// Keeps the leases of the messages a runner works on: one loop for all of them instead of a
+/// timer task per message. Every sixth of the lease it renews those last confirmed a third of
+/// the lease ago or longer (so a lease is renewed well before half of it has run), all at once.
+/// Most messages finish within a third of their lease and are never renewed; what a message
+/// costs here is two lock operations.
+final class LeaseKeeper: Sendable {
+    private struct Held { let lease: Lease; let logger: Logger }
+    private let held = Locked<[ObjectIdentifier: Held]>([:])
+    let tick: Duration
+
+    init(leaseMilliseconds: Int) {
+        tick = .milliseconds(max(25, leaseMilliseconds / 6))
+    }
+
+    func keep(_ lease: Lease, logger: Logger) { held.withLock { $0[ObjectIdentifier(lease)] = Held(lease: lease, logger: logger) } }
+    func drop(_ lease: Lease) { held.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(lease)) } }
+
+    /// Renews due leases until cancelled, or until `stopping` and no lease is held any more. A
+    /// lease found lost is logged once and no longer kept.
+    func run(stopping: @Sendable () -> Bool) async {
+        while !Task.isCancelled, !(stopping() && held.withLock({ $0.isEmpty })) {
+            try? await Task.sleep(for: tick)
             if Task.isCancelled { return }
-            if !(await confirm()), state.withLock({ $0.lost }) {
-                logger.warning("lease lost while working")
-                return
+            let now = ContinuousClock.now
+            let due = held.withLock { $0.values.filter { $0.lease.due(at: now) } }
+            guard !due.isEmpty else { continue }
+            await withDiscardingTaskGroup { group in
+                for item in due {
+                    group.addTask {
+                        if !(await item.lease.confirm()), item.lease.wasLost {
+                            item.logger.warning("lease lost while working")
+                            self.drop(item.lease)
+                        }
+                    }
+                }
             }
         }
     }
@@ -201,6 +238,8 @@ public final class StageRunner: Service, Sendable {
     let claims = Locked<UInt64>(0)
     let stopping = Locked(false)
     let slots: WorkSlots
+    /// Renews the leases of the messages in work.
+    let leaseKeeper: LeaseKeeper
     let redisState = Locked<RedisWatch>(RedisWatch())
     let loopsAlive = Locked<Set<String>>([])
     /// Output topic → when a full-length hand-over to it last failed (nil: it works).
@@ -227,6 +266,7 @@ public final class StageRunner: Service, Sendable {
         ndr = try NDRSender(config: process.config, site: process.site, instance: process.instance)
         ownerPrefix = "\(process.instance)/\(UUID().uuidString.prefix(8))"
         slots = WorkSlots(settings.concurrency)
+        leaseKeeper = LeaseKeeper(leaseMilliseconds: settings.lease.milliseconds)
         let dims = [("stage", settings.name)]
         processed = Counter(label: "smg_stage_messages_total", dimensions: dims)
         failed = Counter(label: "smg_stage_failures_total", dimensions: dims)
@@ -274,6 +314,7 @@ public final class StageRunner: Service, Sendable {
                 group.addTask { try await self.loop("redrive") { await self.redriveLoop(outputs) } }
                 group.addTask { try await self.loop("receive") { try await self.receiveLoop(puller, outputs) } }
                 group.addTask { await self.gaugeLoop() }
+                group.addTask { await self.leaseKeeper.run(stopping: { self.isStopping }) }
                 try await group.waitForAll()
             }
         }
@@ -501,7 +542,7 @@ public final class StageRunner: Service, Sendable {
 
     /// Processes one message whose lease this process holds (`preloaded` if the claim read it).
     ///
-    /// While the worker runs, the lease is renewed every third of its length, so only a dead or
+    /// While the worker runs, the lease is renewed (`LeaseKeeper`) before half of it has run, so only a dead or
     /// stalled process loses its messages to redrive. Recording the outcome (commit, release,
     /// events) runs in a task that does not inherit cancellation: a worker interrupted at shutdown
     /// still gives its lease back, and a delivery that completed is still recorded.
@@ -515,8 +556,8 @@ public final class StageRunner: Service, Sendable {
         let topic = settings.inputTopic
         let lease = Lease(id: id, topic: topic, owner: owner, milliseconds: settings.lease.milliseconds, store: store,
                           claimedAt: claimedAt)
-        let heartbeat = Task { [logger] in await lease.heartbeat(logger: logger) }
-        defer { heartbeat.cancel() }
+        leaseKeeper.keep(lease, logger: logger)
+        defer { leaseKeeper.drop(lease) }
         let loaded: StoredMessage?
         do {
             if let preloaded { loaded = preloaded } else { loaded = try await store.load(id) }
@@ -566,11 +607,13 @@ public final class StageRunner: Service, Sendable {
             outcome.events.insert(context.event(EventType.redriven, id: id, facts: ["stage": .string(settings.name)]),
                                   at: 0)
         }
-        heartbeat.cancel()
-        guard await commitDurably(id, owner: owner, outcome, logger: logger) else { return }
+        leaseKeeper.drop(lease)
+        let eventJSON = outcome.events.map { $0.jsonBytes() }
+        guard await commitDurably(id, owner: owner, outcome, eventJSON: eventJSON, logger: logger) else { return }
         processed.increment()
         duration.recordNanoseconds((ContinuousClock.now - started).nanosecondsClamped)
-        await process.publish(outcome.events + outcome.newMessages.map(\.accepted))
+        await process.publish(outcome.events, json: eventJSON)
+        if !outcome.newMessages.isEmpty { await process.publish(outcome.newMessages.map(\.accepted)) }
         if case .forward(let next, _) = outcome.transition {
             guard let pusher = outputs[next] else {
                 logger.error("no producer for topic \(next); the message will be redriven")
@@ -596,7 +639,8 @@ public final class StageRunner: Service, Sendable {
     /// external effects is still recorded as far as it can be (`recordOrphan`) and false returned.
     /// Gives up after `stage.lease` × 10 (at least a minute; 10 minutes for external effects) or,
     /// once the process is stopping, after the drain timeout — the message is then redriven.
-    func commitDurably(_ id: MessageID, owner: String, _ outcome: StageOutcome, logger: Logger) async -> Bool {
+    func commitDurably(_ id: MessageID, owner: String, _ outcome: StageOutcome, eventJSON: [[UInt8]]? = nil,
+                       logger: Logger) async -> Bool {
         let store = process.store
         let topic = settings.inputTopic
         let patience: Duration = outcome.externalEffects ? .seconds(600) : max(.seconds(60), settings.lease * 10)
@@ -607,7 +651,8 @@ public final class StageRunner: Service, Sendable {
             do {
                 let recorded = try await uncancelled {
                     try await store.commit(id, topic: topic, owner: owner, events: outcome.events, fields: outcome.fields,
-                                           newMessages: outcome.newMessages, transition: outcome.transition)
+                                           newMessages: outcome.newMessages, transition: outcome.transition,
+                                           eventJSON: eventJSON)
                 }
                 redisWorked()
                 if recorded { return true }

@@ -198,9 +198,11 @@ public final class MessageStore: Sendable {
     /// longer holds the lease; then nothing was written and the caller must not hand the message on.
     /// Idempotent for one lease token: repeating a commit whose reply was lost returns true and
     /// writes nothing twice. A final recipient state (delivered, bounced) is never overwritten.
+    /// `eventJSON`: the events already encoded (`Event.jsonBytes`), so a caller that also
+    /// publishes them encodes them once.
     public func commit(_ id: MessageID, topic: String, owner: String, events: [Event],
                        fields: [String: String] = [:], newMessages: [NewMessage] = [],
-                       transition: Transition) async throws -> Bool {
+                       transition: Transition, eventJSON: [[UInt8]]? = nil) async throws -> Bool {
         let mode: String, delay: Int, next: String
         switch transition {
         case .forward(let topic, let after): (mode, delay, next) = ("forward", after, keys.pending(topic))
@@ -210,7 +212,11 @@ public final class MessageStore: Sendable {
         var args: [RedisArg] = [.init(id.rawValue), .init(owner), .init(mode), .init(delay),
                                 .init(globalEventsMaxLength), .init(retentionSeconds), .init(bodyRetentionSeconds),
                                 .init(events.count), .init(newMessages.count), .init(messageEventsMaxLength)]
-        args += events.map { .init($0.jsonBytes()) }
+        if let eventJSON, eventJSON.count == events.count {
+            args += eventJSON.map { .init($0) }
+        } else {
+            args += events.map { .init($0.jsonBytes()) }
+        }
         var keyArgs: [RedisArg] = [.init(keys.pending(topic)), .init(keys.owners(topic)), .init(keys.message(id)),
                                    .init(keys.events(id)), .init(keys.globalEvents), .init(next), .init(keys.body(id))]
         for m in newMessages {

@@ -138,32 +138,38 @@ public enum SMTPClient {
         var out = ByteBuffer()
         out.reserveCapacity(message.readableBytes + message.readableBytes / 50 + 8)
         var atLineStart = true
-        var pendingCR = false
-        for byte in message.readableBytesView {
-            if pendingCR {
-                pendingCR = false
-                out.writeBytes([cr, lf])
-                atLineStart = true
-                if byte == lf { continue }
+        message.withUnsafeReadableBytes { bytes in
+            // Ordinary bytes are copied in runs; only line ends and leading dots are looked at.
+            var run = 0
+            var i = 0
+            let n = bytes.count
+            func flush(_ upTo: Int) {
+                if upTo > run { out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[run..<upTo])) }
             }
-            if byte == cr {
-                pendingCR = true
-                continue
+            while i < n {
+                let byte = bytes[i]
+                if byte == cr || byte == lf {
+                    flush(i)
+                    out.writeStaticString("\r\n")
+                    atLineStart = true
+                    // CRLF, bare CR and bare LF each end one line.
+                    i += (byte == cr && i + 1 < n && bytes[i + 1] == lf) ? 2 : 1
+                    run = i
+                    continue
+                }
+                if atLineStart {
+                    atLineStart = false
+                    if byte == dot {
+                        flush(i)
+                        out.writeInteger(dot)
+                        run = i
+                    }
+                }
+                i += 1
             }
-            if byte == lf {
-                out.writeBytes([cr, lf])
-                atLineStart = true
-                continue
-            }
-            if atLineStart, byte == dot { out.writeInteger(dot) }
-            out.writeInteger(byte)
-            atLineStart = false
+            flush(n)
         }
-        if pendingCR {
-            out.writeBytes([cr, lf])
-            atLineStart = true
-        }
-        if !atLineStart { out.writeBytes([cr, lf]) }
+        if !atLineStart { out.writeStaticString("\r\n") }
         out.writeString(".\r\n")
         return out
     }

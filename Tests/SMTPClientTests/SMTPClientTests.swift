@@ -68,6 +68,37 @@ final class SMTPClientLoopbackTests: XCTestCase {
         }
     }
 
+    /// The run-copying encoder against the rule written out byte by byte, on random input made
+    /// mostly of the bytes that matter (CR, LF, dots) so every combination of them comes up.
+    func testEncodeDataMatchesTheByteByByteRule() {
+        func reference(_ input: [UInt8]) -> [UInt8] {
+            var out: [UInt8] = [], atLineStart = true, pendingCR = false
+            for byte in input {
+                if pendingCR {
+                    pendingCR = false
+                    out += [13, 10]
+                    atLineStart = true
+                    if byte == 10 { continue }
+                }
+                if byte == 13 { pendingCR = true; continue }
+                if byte == 10 { out += [13, 10]; atLineStart = true; continue }
+                if atLineStart, byte == 46 { out.append(46) }
+                out.append(byte)
+                atLineStart = false
+            }
+            if pendingCR { out += [13, 10]; atLineStart = true }
+            if !atLineStart { out += [13, 10] }
+            return out + Array(".\r\n".utf8)
+        }
+        let alphabet: [UInt8] = [13, 10, 46, 46, 65, 0x80, 32]
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<3000 {
+            let input = (0..<Int.random(in: 0...40, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            let ours = SMTPClient.encodeData(ByteBuffer(bytes: input))
+            XCTAssertEqual(Array(ours.readableBytesView), reference(input), "\(input)")
+        }
+    }
+
     func testDeliveryToOwnServerIsByteIdentical() async throws {
         let delegate = SinkDelegate()
         let body = "From: a@x.example\r\nSubject: dots\r\n\r\n.one dot\r\n..two dots\r\n.\r\n..\r\n\u{00E4}8bit\r\n\r\nend\r\n"
