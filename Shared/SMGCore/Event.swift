@@ -30,9 +30,26 @@ public struct Event: Sendable, Codable, Hashable {
     /// The ZeroMQ topic a tap subscribes to: `events.<type>`.
     public var tapTopic: String { "events.\(type)" }
 
+    /// The wire form (keys sorted), written by hand (`JSONWriter`): the same bytes as
+    /// `Event.encoder` gives, at a fraction of its cost.
     public func jsonBytes() -> [UInt8] {
-        // Encoding these plain value types cannot fail.
-        Array((try? Event.encoder.encode(self)) ?? Data("{}".utf8))
+        var w = JSONWriter()
+        w.raw("{\"facts\":")
+        w.object(facts)
+        if let id {
+            w.raw(",\"id\":")
+            w.string(id.rawValue)
+        }
+        w.raw(",\"process\":")
+        w.string(process)
+        w.raw(",\"site\":")
+        w.string(site)
+        w.raw(",\"time\":")
+        w.string(Timestamp.format(time))
+        w.raw(",\"type\":")
+        w.string(type)
+        w.raw("}")
+        return w.bytes
     }
 
     public func jsonString() -> String { String(decoding: jsonBytes(), as: UTF8.self) }

@@ -45,6 +45,37 @@ final class EventTests: XCTestCase {
         XCTAssertEqual(event.tapTopic, "events.delivered")
     }
 
+    /// The hand-written writer gives the bytes Foundation's encoder (the documented form) gives,
+    /// for random facts: nested values, every control character, quotes, backslashes, slashes,
+    /// non-ASCII, keys whose order depends on case, digits and punctuation, doubles of all sizes.
+    func testHandWrittenJSONIsFoundationsByteForByte() throws {
+        var rng = SystemRandomNumberGenerator()
+        let pieces = ["a", "Z", "_", "9", "10", "/", "\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "ä", "😀", "\u{2028}", " "]
+        func text(_ n: Int = 6) -> String { (0..<Int.random(in: 0...n, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined() }
+        func value(_ depth: Int) -> JSONValue {
+            switch Int.random(in: 0..<(depth > 2 ? 5 : 7), using: &rng) {
+            case 0: return .string(text())
+            case 1: return .int(Int.random(in: Int.min...Int.max, using: &rng) >> Int.random(in: 0...63, using: &rng))
+            case 2: return .double([0.1, 2.0, -0.0, 1e-7, 1e21, 123456789.125, 1e16, 3.141592653589793, -2.5e-300]
+                                    .randomElement(using: &rng)! * Double(Int.random(in: 1...3, using: &rng)))
+            case 3: return .bool(Bool.random(using: &rng))
+            case 4: return .null
+            case 5: return .array((0..<Int.random(in: 0...3, using: &rng)).map { _ in value(depth + 1) })
+            default: return .object(Dictionary((0..<Int.random(in: 0...4, using: &rng)).map { _ in (text(3), value(depth + 1)) },
+                                               uniquingKeysWith: { a, _ in a }))
+            }
+        }
+        for n in 0..<2000 {
+            let facts = Dictionary((0..<Int.random(in: 0...6, using: &rng)).map { _ in (text(4), value(0)) },
+                                   uniquingKeysWith: { a, _ in a })
+            let event = Event(type: text(), id: n % 3 == 0 ? nil : MessageID.make(), site: text(), process: text(),
+                              time: Date(timeIntervalSince1970: Double(Int.random(in: 0...4_000_000_000_000, using: &rng)) / 1000),
+                              facts: facts)
+            let foundation = try Event.encoder.encode(event)
+            XCTAssertEqual(String(decoding: event.jsonBytes(), as: UTF8.self), String(decoding: foundation, as: UTF8.self))
+        }
+    }
+
     func testEventWithoutMessageId() throws {
         let event = Event(type: "blacklist.listed", id: nil, site: "eu-de-01", process: "p", facts: [:])
         let back = try Event.decode(event.jsonBytes())
