@@ -133,6 +133,45 @@ public final class RedisClient: Sendable {
         } }
     }
 
+    /// Runs one script for each of `calls` in one pipeline on one connection (one write, one
+    /// round trip, and for Redis one pass of its event loop: with `appendfsync always` one fsync
+    /// for all of them). Each call gets its own reply: a script's error reply comes back as
+    /// `.error` in its place; only a connection failure throws (for all). Calls that Redis
+    /// answered with `NOSCRIPT` (it did not run them) are sent once more as `EVAL`.
+    public func evalMany(_ script: RedisScript, calls: [(keys: [RedisArg], args: [RedisArg])]) async throws
+        -> [RedisValue]
+    {
+        if calls.isEmpty { return [] }
+        let sha = RedisArg(script.sha1)
+        let tails: [[RedisArg]] = calls.map { [RedisArg($0.keys.count)] + $0.keys + $0.args }
+        let logger = self.logger
+        return try await retrying(
+            {
+                try await self.withConnection { conn in
+                    var replies = try conn.pipeline(tails.map { ["EVALSHA", sha] + $0 })
+                    let unknown = replies.indices.filter {
+                        if case .error(let m) = replies[$0] { return m.hasPrefix("NOSCRIPT") }
+                        return false
+                    }
+                    if !unknown.isEmpty {
+                        logger.debug("redis script not cached, falling back to EVAL", metadata: ["sha1": "\(script.sha1)"])
+                        let again = try conn.pipeline(unknown.map { ["EVAL", RedisArg(script.source)] + tails[$0] })
+                        for (i, reply) in zip(unknown, again) { replies[i] = reply }
+                    }
+                    return replies
+                }
+            },
+            transientResult: { replies in
+                // Sent again only when Redis ran none of them (every reply says so).
+                var first: RedisError?
+                for reply in replies {
+                    guard case .error(let m) = reply, RedisError(.server, m).isRetryableWithoutEffect else { return nil }
+                    first = first ?? RedisError(.server, m)
+                }
+                return first
+            })
+    }
+
     /// Closes all connections. Later and still-waiting commands throw `RedisError(.closed)`;
     /// a command already running on a connection finishes first (bounded by `timeout`).
     public func close() {

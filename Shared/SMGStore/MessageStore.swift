@@ -91,6 +91,11 @@ public final class MessageStore: Sendable {
     /// Upper bound of each message's own event stream (`XADD MAXLEN ~`), so a message that is
     /// retried for days cannot grow without bound.
     public let messageEventsMaxLength: Int
+    /// Group commit for the hot scripts (see `RedisBatcher`): accepts of concurrent SMTP
+    /// sessions, and claims and commits of a stage's concurrent workers, share round trips.
+    let acceptBatch: RedisBatcher
+    let claimBatch: RedisBatcher
+    let commitBatch: RedisBatcher
 
     public init(redis: RedisClient, keys: Keyspace = Keyspace(), globalEventsMaxLength: Int = 1_000_000,
                 retentionSeconds: Int = 7 * 24 * 3600, bodyRetentionSeconds: Int = 3600,
@@ -101,6 +106,9 @@ public final class MessageStore: Sendable {
         self.keys = keys
         self.globalEventsMaxLength = globalEventsMaxLength
         self.retentionSeconds = retentionSeconds
+        acceptBatch = RedisBatcher(client: redis, script: Scripts.accept)
+        claimBatch = RedisBatcher(client: redis, script: Scripts.claimAndLoad)
+        commitBatch = RedisBatcher(client: redis, script: Scripts.commit)
     }
 
     /// Stores a newly accepted message, its `accepted` event and its entry in the first
@@ -135,8 +143,7 @@ public final class MessageStore: Sendable {
         async throws -> AcceptResult
     {
         let ttl = fingerprint == nil ? 0 : max(1, fingerprintTTLSeconds)
-        let reply = try await redis.eval(
-            Scripts.accept,
+        let reply = try await acceptBatch.eval(
             keys: [.init(keys.message(id)), .init(keys.body(id)), .init(keys.events(id)),
                    .init(keys.globalEvents), .init(keys.pending(topic)), .init(keys.submission(fingerprint ?? "-"))],
             args: [.init(id.rawValue), .init(envelope.jsonBytes()), .init(body), .init(event.jsonBytes()),
@@ -167,8 +174,7 @@ public final class MessageStore: Sendable {
     public func claimAndLoad(_ id: MessageID, topic: String, owner: String, leaseMilliseconds: Int) async throws
         -> Claim
     {
-        let reply = try await redis.eval(
-            Scripts.claimAndLoad,
+        let reply = try await claimBatch.eval(
             keys: [.init(keys.pending(topic)), .init(keys.owners(topic)), .init(keys.message(id)), .init(keys.body(id))],
             args: [.init(id.rawValue), .init(owner), .init(leaseMilliseconds)])
         if reply.int == 0 { return .notYours }
@@ -225,7 +231,7 @@ public final class MessageStore: Sendable {
             args += [.init(m.id.rawValue), .init(m.envelope.jsonBytes()), .init(m.body), .init(m.accepted.jsonBytes())]
         }
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) { args += [.init(key), .init(value)] }
-        let reply = try await redis.eval(Scripts.commit, keys: keyArgs, args: args)
+        let reply = try await commitBatch.eval(keys: keyArgs, args: args)
         return try Self.flag(reply)
     }
 

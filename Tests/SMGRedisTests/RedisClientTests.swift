@@ -150,6 +150,75 @@ final class RedisClientTests: XCTestCase {
         }
     }
 
+    /// Group commit: concurrent calls share pipelines, each gets its own reply, an error reply is
+    /// only its caller's, and a flushed script cache is refilled on the way.
+    func testBatcherSharesRoundTripsAndKeepsRepliesApart() async throws {
+        let script = RedisScript("""
+            if ARGV[1] == 'fail' then return redis.error_reply('BOOM call ' .. KEYS[1]) end
+            return {KEYS[1], redis.call('INCR', 'calls')}
+            """)
+        let batcher = RedisBatcher(client: client, script: script, maxBatch: 16)
+        _ = try await client.command("SCRIPT", "FLUSH")
+        let results = await withTaskGroup(of: (Int, Result<RedisValue, any Error>).self) { group in
+            for i in 0..<300 {
+                group.addTask {
+                    do {
+                        return (i, .success(try await batcher.eval(keys: [RedisArg("k\(i)")], args: [i % 10 == 0 ? "fail" : "ok"])))
+                    } catch { return (i, .failure(error)) }
+                }
+            }
+            var out: [Int: Result<RedisValue, any Error>] = [:]
+            for await (i, r) in group { out[i] = r }
+            return out
+        }
+        var counts: Set<Int64> = []
+        for i in 0..<300 {
+            switch results[i]! {
+            case .success(let value):
+                XCTAssertNotEqual(i % 10, 0, "call \(i) should have failed")
+                guard case .array(let parts) = value, parts.count == 2 else { return XCTFail("\(value)") }
+                XCTAssertEqual(parts[0].string, "k\(i)", "each caller gets its own reply")
+                counts.insert(parts[1].int ?? -1)
+            case .failure(let error as RedisError):
+                XCTAssertEqual(i % 10, 0, "call \(i): \(error)")
+                XCTAssertEqual(error.code, .server)
+                XCTAssertTrue(error.message.contains("BOOM call k\(i)"), error.message)
+            case .failure(let error):
+                XCTFail("\(error)")
+            }
+        }
+        XCTAssertEqual(counts, Set(1...270), "every successful call ran exactly once")
+        let v = try await client.command("GET", "calls").int
+        XCTAssertEqual(v, 270)
+        let sent = batcher.sent
+        XCTAssertEqual(sent.calls, 300)
+        XCTAssertLessThan(sent.pipelines, 300, "concurrent calls must share pipelines")
+        XCTAssertGreaterThan(sent.pipelines, 300 / 16 - 1, "no pipeline carries more than maxBatch")
+    }
+
+    /// A lost server fails every call of a pipeline with a connection error (as each call alone
+    /// would fail), and the batcher works again once the server is back.
+    func testBatcherFailsTheWholePipelineOnAConnectionErrorAndRecovers() async throws {
+        let script = RedisScript("return redis.call('INCR', KEYS[1])")
+        let batcher = RedisBatcher(client: client, script: script)
+        _ = try await batcher.eval(keys: ["n"], args: [])
+        server.kill()
+        let failures = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<20 {
+                group.addTask {
+                    do { _ = try await batcher.eval(keys: ["n"], args: []); return false } catch let e as RedisError {
+                        return e.code == .connection || e.code == .timeout
+                    } catch { return false }
+                }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        XCTAssertEqual(failures, 20)
+        try server.restart()
+        let after = try await batcher.eval(keys: ["n"], args: []).int
+        XCTAssertEqual(after, 2, "the AOF kept the first call; the failed ones never ran")
+    }
+
     func testDatabaseSelection() async throws {
         var ep = server.endpoint
         ep.database = 2

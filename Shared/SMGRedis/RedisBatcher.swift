@@ -1,0 +1,121 @@
+import SMGSync
+
+/// Group commit for one Lua script: calls made while another batch of the same script is on its
+/// way to Redis wait and go together in the next pipeline (`RedisClient.evalMany`), so under load
+/// many messages share one round trip, one wake-up of the connection's thread and, for Redis, one
+/// fsync; alone, a call goes at once, as by itself.
+///
+/// **How.** A caller that finds no batch in flight becomes the leader: it sends everything queued
+/// (its own call included, at most `maxBatch` per pipeline), hands each waiting caller its reply,
+/// and goes on sending what queued up meanwhile, for at most `leaderRounds` rounds; after those it
+/// hands the rest to a new task, so one caller never works for all others for long.
+///
+/// **Failures** are each caller's own: an error reply is thrown to that caller only
+/// (`RedisError(.server)`); a connection failure or timeout is thrown to every caller of that
+/// pipeline, just as each would have got it alone (the scripts may or may not have run).
+/// Cancellation is checked before a call is queued, never afterwards (as `RedisClient` does).
+public final class RedisBatcher: Sendable {
+    public let client: RedisClient
+    public let script: RedisScript
+    public let maxBatch: Int
+    let leaderRounds = 4
+
+    private struct Call {
+        let keys: [RedisArg]
+        let args: [RedisArg]
+        /// nil for the leader's own call (it reads its reply from the batch itself).
+        let reply: CheckedContinuation<Role, any Error>?
+    }
+    private enum Role: Sendable {
+        case answered(RedisValue)
+        case lead
+    }
+    private struct State {
+        var queue: [Call] = []
+        var sending = false
+        var pipelines = 0
+        var calls = 0
+    }
+    private let state = Locked(State())
+
+    /// How many pipelines went to Redis and how many calls they carried (for tests and metrics).
+    public var sent: (pipelines: Int, calls: Int) { state.withLock { ($0.pipelines, $0.calls) } }
+
+    public init(client: RedisClient, script: RedisScript, maxBatch: Int = 64) {
+        self.client = client
+        self.script = script
+        self.maxBatch = max(1, maxBatch)
+    }
+
+    /// Runs the script with `keys` and `args`, in a pipeline with whatever else is queued.
+    public func eval(keys: [RedisArg], args: [RedisArg]) async throws -> RedisValue {
+        try Task.checkCancellation()
+        let role = try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Role, any Error>) in
+            let lead = state.withLock { s -> Bool in
+                if s.sending {
+                    s.queue.append(Call(keys: keys, args: args, reply: cont))
+                    return false
+                }
+                s.sending = true
+                return true
+            }
+            if lead { cont.resume(returning: .lead) }
+        }
+        switch role {
+        case .answered(let value): return value
+        case .lead: return try await drain(own: Call(keys: keys, args: args, reply: nil))!.get()
+        }
+    }
+
+    /// Sends `own` (the leader's call, if any) with everything queued, then keeps sending what
+    /// queued up meanwhile for at most `leaderRounds` batches; a task carries on after that (the
+    /// sending flag stays set, so no second sender starts). Returns `own`'s result.
+    private func drain(own: Call?) async -> Result<RedisValue, any Error>? {
+        var mine: Result<RedisValue, any Error>?
+        var first = own
+        var finished = false
+        for _ in 0..<leaderRounds {
+            let batch = take(adding: first)
+            first = nil
+            if batch.isEmpty { finished = true; break }
+            for (call, result) in await send(batch) {
+                if let reply = call.reply { reply.resume(with: result.map { .answered($0) }) } else { mine = result }
+            }
+        }
+        if !finished { Task { _ = await self.drain(own: nil) } }
+        return mine
+    }
+
+    /// Takes up to `maxBatch` queued calls (after `own`); an empty take ends the sending.
+    private func take(adding own: Call?) -> [Call] {
+        state.withLock { s in
+            var batch = own.map { [$0] } ?? []
+            let n = min(s.queue.count, maxBatch - batch.count)
+            batch += s.queue.prefix(n)
+            s.queue.removeFirst(n)
+            if batch.isEmpty {
+                s.sending = false
+            } else {
+                s.pipelines += 1
+                s.calls += batch.count
+            }
+            return batch
+        }
+    }
+
+    /// One pipeline; each call's result.
+    private func send(_ batch: [Call]) async -> [(Call, Result<RedisValue, any Error>)] {
+        do {
+            let replies = try await client.evalMany(script, calls: batch.map { ($0.keys, $0.args) })
+            return batch.enumerated().map { i, call in
+                guard i < replies.count else {
+                    return (call, .failure(RedisError(.protocol, "pipeline returned \(replies.count) replies for \(batch.count) commands")))
+                }
+                if case .error(let message) = replies[i] { return (call, .failure(RedisError(.server, message))) }
+                return (call, .success(replies[i]))
+            }
+        } catch {
+            return batch.map { ($0, .failure(error)) }
+        }
+    }
+}
