@@ -13,7 +13,8 @@ import SMGSync
 /// **Failures** are each caller's own: an error reply is thrown to that caller only
 /// (`RedisError(.server)`); a connection failure or timeout is thrown to every caller of that
 /// pipeline, just as each would have got it alone (the scripts may or may not have run).
-/// Cancellation is checked before a call is queued, never afterwards (as `RedisClient` does).
+/// Cancellation is checked before a call is queued, never afterwards (as `RedisClient` does); a
+/// leader whose own task is cancelled meanwhile still sends the batch it carries for the others.
 public final class RedisBatcher: Sendable {
     public let client: RedisClient
     public let script: RedisScript
@@ -106,7 +107,8 @@ public final class RedisBatcher: Sendable {
     /// One pipeline; each call's result.
     private func send(_ batch: [Call]) async -> [(Call, Result<RedisValue, any Error>)] {
         do {
-            let replies = try await client.evalMany(script, calls: batch.map { ($0.keys, $0.args) })
+            let replies = try await client.evalMany(script, calls: batch.map { ($0.keys, $0.args) },
+                                                    ignoringCancellation: true)
             return batch.enumerated().map { i, call in
                 guard i < replies.count else {
                     return (call, .failure(RedisError(.protocol, "pipeline returned \(replies.count) replies for \(batch.count) commands")))

@@ -138,8 +138,10 @@ public final class RedisClient: Sendable {
     /// for all of them). Each call gets its own reply: a script's error reply comes back as
     /// `.error` in its place; only a connection failure throws (for all). Calls that Redis
     /// answered with `NOSCRIPT` (it did not run them) are sent once more as `EVAL`.
-    public func evalMany(_ script: RedisScript, calls: [(keys: [RedisArg], args: [RedisArg])]) async throws
-        -> [RedisValue]
+    /// `ignoringCancellation`: the calls belong to other tasks too (`RedisBatcher`), so the
+    /// sending task's cancellation must not fail them.
+    public func evalMany(_ script: RedisScript, calls: [(keys: [RedisArg], args: [RedisArg])],
+                         ignoringCancellation: Bool = false) async throws -> [RedisValue]
     {
         if calls.isEmpty { return [] }
         let sha = RedisArg(script.sha1)
@@ -147,7 +149,7 @@ public final class RedisClient: Sendable {
         let logger = self.logger
         return try await retrying(
             {
-                try await self.withConnection { conn in
+                try await self.withConnection(checkingCancellation: !ignoringCancellation) { conn in
                     var replies = try conn.pipeline(tails.map { ["EVALSHA", sha] + $0 })
                     let unknown = replies.indices.filter {
                         if case .error(let m) = replies[$0] { return m.hasPrefix("NOSCRIPT") }
@@ -237,9 +239,10 @@ public final class RedisClient: Sendable {
     }
 
     private func withConnection<T: Sendable>(
+        checkingCancellation: Bool = true,
         _ body: @escaping @Sendable (RedisConnection) throws -> T
     ) async throws -> T {
-        try Task.checkCancellation()
+        if checkingCancellation { try Task.checkCancellation() }
         let index: Int = try state.withLock { s in
             if s.closed { throw RedisError(.closed, "client is closed") }
             var best = 0

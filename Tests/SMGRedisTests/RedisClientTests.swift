@@ -196,6 +196,26 @@ final class RedisClientTests: XCTestCase {
         XCTAssertGreaterThan(sent.pipelines, 300 / 16 - 1, "no pipeline carries more than maxBatch")
     }
 
+    /// The task that happens to send a batch is cancelled while the batch is in flight: the
+    /// calls it carries for others still get their replies, and the calls queued behind it go next.
+    func testBatcherLeaderCancellationDoesNotFailTheOthers() async throws {
+        let script = RedisScript("""
+            if ARGV[1] == 'slow' then local n = 0; while n < 20000000 do n = n + 1 end end
+            return ARGV[1]
+            """)
+        let batcher = RedisBatcher(client: client, script: script)
+        let leader = Task { try await batcher.eval(keys: [], args: ["slow"]) }
+        try await Task.sleep(for: .milliseconds(50))   // the slow script is running now
+        let followers = (0..<10).map { i in Task { try await batcher.eval(keys: [], args: [RedisArg("f\(i)")]) } }
+        try await Task.sleep(for: .milliseconds(20))
+        leader.cancel()
+        for (i, follower) in followers.enumerated() {
+            let reply = try await follower.value
+            XCTAssertEqual(reply.string, "f\(i)")
+        }
+        _ = try? await leader.value
+    }
+
     /// A lost server fails every call of a pipeline with a connection error (as each call alone
     /// would fail), and the batcher works again once the server is back.
     func testBatcherFailsTheWholePipelineOnAConnectionErrorAndRecovers() async throws {
