@@ -322,7 +322,7 @@ final class IngressDelegate: SMTPServerDelegate {
         let head = [session.authenticatedAs ?? "", envelope.reversePath] + envelope.recipients
         hasher.update(data: Array(head.joined(separator: "\n").utf8) + [0])
         message.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return Hex.lower(hasher.finalize())
     }
 
     /// Records a refusal as an event (`rejected.policy`, `rejected.auth`, `ratelimit.hit`) and a metric.

@@ -129,6 +129,15 @@ final class TimestampTests: XCTestCase {
     }
 }
 
+final class HexTests: XCTestCase {
+    func testLowerHexIsWhatFoundationFormats() {
+        XCTAssertEqual(Hex.lower([]), "")
+        XCTAssertEqual(Hex.lower([0x00, 0x0f, 0xa0, 0xff]), "000fa0ff")
+        let all = (0...255).map { UInt8($0) }
+        XCTAssertEqual(Hex.lower(all), all.map { String(format: "%02x", $0) }.joined())
+    }
+}
+
 final class CIDRTests: XCTestCase {
     func testTable() throws {
         let cases: [(String, String, Bool)] = [
