@@ -19,11 +19,16 @@ public final class RedisBatcher: Sendable {
     public let client: RedisClient
     public let script: RedisScript
     public let maxBatch: Int
+    /// A pipeline takes more calls only while it carries fewer argument bytes than this (a call
+    /// larger than it goes alone): big messages are not copied into one huge write, and a batch
+    /// never nears `RedisConnection.maxCommandBytes`, which would fail calls that alone pass.
+    public let maxBatchBytes: Int
     let leaderRounds = 4
 
     private struct Call {
         let keys: [RedisArg]
         let args: [RedisArg]
+        var bytes: Int { keys.reduce(0) { $0 + $1.bytes.count } + args.reduce(0) { $0 + $1.bytes.count } }
         /// nil for the leader's own call (it reads its reply from the batch itself).
         let reply: CheckedContinuation<Role, any Error>?
     }
@@ -42,10 +47,11 @@ public final class RedisBatcher: Sendable {
     /// How many pipelines went to Redis and how many calls they carried (for tests and metrics).
     public var sent: (pipelines: Int, calls: Int) { state.withLock { ($0.pipelines, $0.calls) } }
 
-    public init(client: RedisClient, script: RedisScript, maxBatch: Int = 64) {
+    public init(client: RedisClient, script: RedisScript, maxBatch: Int = 64, maxBatchBytes: Int = 8 << 20) {
         self.client = client
         self.script = script
         self.maxBatch = max(1, maxBatch)
+        self.maxBatchBytes = max(1, maxBatchBytes)
     }
 
     /// Runs the script with `keys` and `args`, in a pipeline with whatever else is queued.
@@ -87,12 +93,20 @@ public final class RedisBatcher: Sendable {
         return mine
     }
 
-    /// Takes up to `maxBatch` queued calls (after `own`); an empty take ends the sending.
+    /// Takes up to `maxBatch` queued calls and `maxBatchBytes` (at least one call) after `own`;
+    /// an empty take ends the sending.
     private func take(adding own: Call?) -> [Call] {
         state.withLock { s in
             var batch = own.map { [$0] } ?? []
-            let n = min(s.queue.count, maxBatch - batch.count)
-            batch += s.queue.prefix(n)
+            var bytes = own?.bytes ?? 0
+            var n = 0
+            while n < s.queue.count, batch.count < maxBatch {
+                let size = s.queue[n].bytes
+                if !batch.isEmpty, bytes + size > maxBatchBytes { break }
+                batch.append(s.queue[n])
+                bytes += size
+                n += 1
+            }
             s.queue.removeFirst(n)
             if batch.isEmpty {
                 s.sending = false

@@ -216,6 +216,26 @@ final class RedisClientTests: XCTestCase {
         _ = try? await leader.value
     }
 
+    /// Large calls are not packed together beyond `maxBatchBytes`: each still runs, and no
+    /// pipeline carries more than the bound (unless one call alone is larger).
+    func testBatcherBoundsThePipelineBytes() async throws {
+        let script = RedisScript("return string.len(ARGV[1])")
+        let batcher = RedisBatcher(client: client, script: script, maxBatch: 64, maxBatchBytes: 300_000)
+        let sizes = (0..<12).map { 100_000 + $0 }
+        let lengths = try await withThrowingTaskGroup(of: Int64.self) { group in
+            for n in sizes {
+                group.addTask { try await batcher.eval(keys: [], args: [RedisArg([UInt8](repeating: 120, count: n))]).int ?? -1 }
+            }
+            var out: [Int64] = []
+            for try await v in group { out.append(v) }
+            return out
+        }
+        XCTAssertEqual(Set(lengths), Set(sizes.map(Int64.init)))
+        let sent = batcher.sent
+        XCTAssertEqual(sent.calls, 12)
+        XCTAssertGreaterThanOrEqual(sent.pipelines, 12 / 2, "at most two 100 kB calls fit under 300 kB")
+    }
+
     /// A lost server fails every call of a pipeline with a connection error (as each call alone
     /// would fail), and the batcher works again once the server is back.
     func testBatcherFailsTheWholePipelineOnAConnectionErrorAndRecovers() async throws {
