@@ -103,15 +103,18 @@ public final class RedisClient: Sendable {
     public func pipeline(_ commands: [[RedisArg]]) async throws -> [RedisValue] {
         try await retrying(
             { try await self.withConnection { try $0.pipeline(commands) } },
-            transientResult: { replies in
-                guard let first = replies.first, case .error(let message) = first else { return nil }
-                let error = RedisError(.server, message)
-                guard error.isRetryableWithoutEffect else { return nil }
-                for reply in replies {
-                    guard case .error(let m) = reply, RedisError(.server, m).isRetryableWithoutEffect else { return nil }
-                }
-                return error
-            })
+            transientResult: Self.noneRan)
+    }
+
+    /// The first reply's error when every reply of a pipeline is a transient error (`LOADING`…):
+    /// Redis ran none of the commands, so the pipeline may be sent again. Nil otherwise.
+    private static func noneRan(_ replies: [RedisValue]) -> RedisError? {
+        guard !replies.isEmpty else { return nil }
+        for reply in replies {
+            guard case .error(let m) = reply, RedisError(.server, m).isRetryableWithoutEffect else { return nil }
+        }
+        guard case .error(let first) = replies[0] else { return nil }
+        return RedisError(.server, first)
     }
 
     /// When the last reply came and since when commands fail. Cheap (one lock), no I/O.
@@ -121,16 +124,9 @@ public final class RedisClient: Sendable {
     /// e.g. after a restart or `SCRIPT FLUSH`) it falls back to `EVAL`, which also loads it,
     /// so later calls hit `EVALSHA` again. Both happen on the same connection.
     public func eval(_ script: RedisScript, keys: [RedisArg], args: [RedisArg]) async throws -> RedisValue {
-        let tail: [RedisArg] = [RedisArg(keys.count)] + keys + args
-        let logger = self.logger
-        return try await retrying { try await self.withConnection { conn in
-            do {
-                return try conn.command(["EVALSHA", RedisArg(script.sha1)] + tail)
-            } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
-                logger.debug("redis script not cached, falling back to EVAL", metadata: ["sha1": "\(script.sha1)"])
-                return try conn.command(["EVAL", RedisArg(script.source)] + tail)
-            }
-        } }
+        let reply = try await evalMany(script, calls: [(keys, args)])[0]
+        if case .error(let message) = reply { throw RedisError(.server, message) }
+        return reply
     }
 
     /// Runs one script for each of `calls` in one pipeline on one connection (one write, one
@@ -163,15 +159,7 @@ public final class RedisClient: Sendable {
                     return replies
                 }
             },
-            transientResult: { replies in
-                // Sent again only when Redis ran none of them (every reply says so).
-                var first: RedisError?
-                for reply in replies {
-                    guard case .error(let m) = reply, RedisError(.server, m).isRetryableWithoutEffect else { return nil }
-                    first = first ?? RedisError(.server, m)
-                }
-                return first
-            })
+            transientResult: Self.noneRan)
     }
 
     /// Closes all connections. Later and still-waiting commands throw `RedisError(.closed)`;
