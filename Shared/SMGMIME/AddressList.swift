@@ -128,6 +128,7 @@ public enum AddressList {
                     if q.value < 0x20 || q.value == 0x7F { throw fail("control character in a domain literal") }
                     text.append(q); i += 1
                 }
+                if text.isEmpty { throw fail("empty domain literal") }
                 tokens.append(.literal(String(text)))
             case "<", ">", "@", ",", ";", ":", ".":
                 tokens.append(.special(Character(c))); i += 1

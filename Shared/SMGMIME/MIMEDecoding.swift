@@ -90,7 +90,13 @@ public enum MIMEDecoding {
         switch charset.lowercased() {
         case "iso-8859-1", "latin1", "latin-1", "iso8859-1", "windows-1252", "cp1252", "us-ascii", "ascii":
             if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
-            return String(String.UnicodeScalarView(bytes.map { Unicode.Scalar($0) }))
+            // Latin-1 code points are U+0000…U+00FF: two UTF-8 octets for the upper half.
+            var utf8: [UInt8] = []
+            utf8.reserveCapacity(bytes.count + bytes.count / 8)
+            for b in bytes {
+                if b < 0x80 { utf8.append(b) } else { utf8.append(0xC0 | (b >> 6)); utf8.append(0x80 | (b & 0x3F)) }
+            }
+            return String(decoding: utf8, as: UTF8.self)
         default:
             return String(decoding: bytes, as: UTF8.self)
         }

@@ -50,15 +50,15 @@ public struct MIMEParameterizedValue: Sendable, Hashable {
     /// Malformed parameters are skipped.
     public init(parsing text: String) {
         var items = MIMEParameterizedValue.split(text)
-        value = items.isEmpty ? "" : items.removeFirst().trimmingCharacters(in: .whitespaces).lowercased()
-        if let paren = value.firstIndex(of: "(") { value = String(value[..<paren]).trimmingCharacters(in: .whitespaces) }
+        value = items.isEmpty ? "" : items.removeFirst().trimmingWSP().lowercased()
+        if let paren = value.firstIndex(of: "(") { value = String(value[..<paren]).trimmingWSP() }
         var plain: [String: String] = [:]
         // RFC 2231: name*N or name*N* sections, and name* with charset'lang'value.
         var sections: [String: [Int: (String, Bool)]] = [:]
         for item in items {
             guard let eq = item.firstIndex(of: "=") else { continue }
-            let rawName = item[..<eq].trimmingCharacters(in: .whitespaces).lowercased()
-            var rawValue = item[item.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            let rawName = item[..<eq].trimmingWSP().lowercased()
+            var rawValue = item[item.index(after: eq)...].trimmingWSP()
             if rawValue.hasPrefix("\"") { rawValue = MIMEParameterizedValue.unquote(rawValue) }
             guard !rawName.isEmpty else { continue }
             if let star = rawName.firstIndex(of: "*") {
@@ -126,5 +126,22 @@ public struct MIMEParameterizedValue: Sendable, Hashable {
             out.append(ch)
         }
         return out
+    }
+}
+
+extension StringProtocol {
+    /// Without leading and trailing spaces and tabs (RFC 5322 WSP), without Foundation's
+    /// character-set machinery: header parsing runs for every part of every message.
+    func trimmingWSP() -> String {
+        let whole = String(self)
+        let u = whole.utf8
+        var start = u.startIndex, end = u.endIndex
+        while start < end, u[start] == 0x20 || u[start] == 0x09 { start = u.index(after: start) }
+        while end > start {
+            let before = u.index(before: end)
+            guard u[before] == 0x20 || u[before] == 0x09 else { break }
+            end = before
+        }
+        return start == u.startIndex && end == u.endIndex ? whole : String(whole[start..<end])
     }
 }

@@ -125,7 +125,7 @@ public enum MIMEParser {
             contentType = MIMEParameterizedValue(value: "text/plain", parameters: contentType.parameters)
         }
         let disposition = headers["content-disposition"].map { MIMEParameterizedValue(parsing: $0) }
-        let encoding = (headers["content-transfer-encoding"] ?? "7bit").trimmingCharacters(in: .whitespaces).lowercased()
+        let encoding = (headers["content-transfer-encoding"] ?? "7bit").trimmingWSP().lowercased()
         var part = MIMEPart(headers: headers, contentType: contentType, disposition: disposition,
                             transferEncoding: encoding, body: [], children: [], path: path, depth: depth,
                             truncated: false)
@@ -248,7 +248,7 @@ public enum MIMEParser {
                 if name != nil { value.append(32); value.append(contentsOf: line.drop(while: { $0 == 32 || $0 == 9 })) }
             } else if let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > 0 {
                 flush()
-                name = String(decoding: line[..<colon], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+                name = String(decoding: line[..<colon], as: UTF8.self).trimmingWSP()
                 value = Array(line[(colon + 1)...])
             } else if p == range.lowerBound, line.starts(with: Array("From ".utf8)) {
                 // An mbox "From " line before the headers: skip it.

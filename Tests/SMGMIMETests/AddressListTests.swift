@@ -64,7 +64,7 @@ final class AddressListTests: XCTestCase {
             "a@b@c.test", "a@", "@b.test",
             "<a@b.test> trailing",
             "a\u{0}b@x.test", "a@x\u{7}.test",
-            "a@[1.2[3]", "a@x.test]", "a\\@x.test",
+            "a@[1.2[3]", "a@x.test]", "a\\@x.test", "=@[]", "a@[ ]",   // empty domain literals
             "Group: a@b.test",                             // no ';'
             "<a@b.test>>",
         ]
