@@ -114,6 +114,11 @@ public enum EventType {
     public static let queueBounced = "queue.bounced"
     public static let queueDeleted = "queue.deleted"
     public static let queueRequeued = "queue.requeued"
+    /// The compromised-account brake (classifier) and its release (`smgctl account release`).
+    public static let accountBraked = "account.braked"
+    public static let accountReleased = "account.released"
+    /// An operator taught the spam model a message (`smgctl train --id`).
+    public static let spamTrained = "spam.trained"
 }
 
 /// RFC 3339 UTC timestamps with milliseconds, the one time format of logs and events.

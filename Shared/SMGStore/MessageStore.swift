@@ -14,10 +14,15 @@ public struct StoredMessage: Sendable {
     /// possibly empty); egress sends them on top of the body.
     public static let dkimField = "dkim"
 
-    /// The octets egress sends: the signer's header fields, then the stored body.
+    /// The field where the classifier records header fields it adds (`X-SMG-Spam`, when
+    /// `classifier.add_header` is on; CRLF-terminated, possibly empty).
+    public static let addedHeadersField = "headers"
+
+    /// The octets egress sends: the signer's header fields, the classifier's, then the stored body.
     public var outgoingBody: [UInt8] {
-        guard let dkim = fields[Self.dkimField], !dkim.isEmpty else { return body }
-        return Array(dkim.utf8) + body
+        let dkim = fields[Self.dkimField] ?? "", added = fields[Self.addedHeadersField] ?? ""
+        if dkim.isEmpty && added.isEmpty { return body }
+        return Array(dkim.utf8) + Array(added.utf8) + body
     }
 
     /// Recipients with the state egress recorded for them (`rcpt:<address>`), else as accepted.
@@ -40,6 +45,9 @@ public enum Transition: Sendable, Hashable {
     case done
     /// Keep it in this stage and try again after the delay (a deferred delivery, a failed scan).
     case retry(afterMilliseconds: Int)
+    /// Take it out of the stages into `held` (as `smgctl queue hold` does), to be released by an
+    /// operator into `releaseTo`'s stage (a braked account's mail, R10).
+    case hold(releaseTo: String)
 }
 
 /// A message a stage writes itself (an NDR, an operator notice), stored in the same commit as
@@ -214,8 +222,12 @@ public final class MessageStore: Sendable {
         case .forward(let topic, let after): (mode, delay, next) = ("forward", after, keys.pending(topic))
         case .done: (mode, delay, next) = ("done", 0, keys.pending(topic))
         case .retry(let after): (mode, delay, next) = ("wait", after, keys.pending(topic))
+        case .hold: (mode, delay, next) = ("hold", 0, keys.held)
         }
-        var args: [RedisArg] = [.init(id.rawValue), .init(owner), .init(mode), .init(delay),
+        // For `hold`, the delay's place carries the topic a release returns it to.
+        var delayArg = RedisArg(delay)
+        if case .hold(let releaseTo) = transition { delayArg = .init(releaseTo) }
+        var args: [RedisArg] = [.init(id.rawValue), .init(owner), .init(mode), delayArg,
                                 .init(globalEventsMaxLength), .init(retentionSeconds), .init(bodyRetentionSeconds),
                                 .init(events.count), .init(newMessages.count), .init(messageEventsMaxLength)]
         if let eventJSON, eventJSON.count == events.count {

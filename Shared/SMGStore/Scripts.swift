@@ -89,6 +89,8 @@ enum Scripts {
     /// forward: leave the stage, enter pending_out with deadline now+delay.
     /// done:    leave the stage; the records expire after the retention time.
     /// wait:    stay in the stage, unowned, until now+delay (a retry time).
+    /// hold:    leave the stage into `held` (KEYS[6]) with ARGV[4] = the topic a release returns
+    ///          it to, as an operator's `queue hold` does.
     /// New messages (NDRs, notices) are stored like `accept` does, due at once, unless they exist.
     /// A recipient state that is final (delivered, bounced) is never overwritten.
     /// The commit is idempotent for its lease token (`committed_by`): a retry after a lost reply
@@ -143,6 +145,11 @@ enum Scripts {
           redis.call('HDEL', KEYS[2], id)
           redis.call('HSET', KEYS[3], 'state', 'queued')
           redis.call('ZADD', KEYS[6], now + delay, id)
+        elseif mode == 'hold' then
+          redis.call('ZREM', KEYS[1], id)
+          redis.call('HDEL', KEYS[2], id)
+          redis.call('HSET', KEYS[3], 'state', 'held')
+          redis.call('HSET', KEYS[6], id, ARGV[4])
         elseif mode == 'done' then
           redis.call('ZREM', KEYS[1], id)
           redis.call('HDEL', KEYS[2], id)
