@@ -37,6 +37,7 @@ let package = Package(
         .executable(name: "smg-egress-good", targets: ["smg-egress-good"]),
         .executable(name: "smg-egress-bad", targets: ["smg-egress-bad"]),
         .executable(name: "smgctl", targets: ["smgctl"]),
+        .executable(name: "smg-spam-bench", targets: ["smg-spam-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -49,6 +50,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // C libraries, quarantined.
@@ -109,8 +111,12 @@ let package = Package(
                 path: "Shared/SMGVirusScan", swiftSettings: strict),
         .target(name: "SMGNDR", dependencies: ["SMGConfig", "SMGCore", "SMGStore", "SMGMIME", logging],
                 path: "Shared/SMGNDR", swiftSettings: strict),
+        .target(name: "SMGSpam",
+                dependencies: ["SMGMIME", "SMGCore", "SMGRedis", "SMGStore", crypto, logging,
+                               .product(name: "AsyncHTTPClient", package: "async-http-client"), nioCore],
+                path: "Shared/SMGSpam", swiftSettings: strict),
         .target(name: "SMGDelivery",
-                dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMGNDR", "SMTPClient", "SMTPProtocol", logging,
+                dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMGNDR", "SMGAccounts", "SMTPClient", "SMTPProtocol", logging,
                                nioCore, nioPosix],
                 path: "Shared/SMGDelivery", swiftSettings: strict),
 
@@ -118,12 +124,12 @@ let package = Package(
         service("smg-ingress", "ingress", ["SMGSync", "SMGAccounts", "SMGDNS", "SMGDKIM", "SMGMIME", nioSSL, crypto, "SMTPServer", "SMTPProtocol", "SMGStore", "SMGBus", nioCore, nioPosix]),
         service("smg-scanner", "scanner", ["SMGStore", "SMGNDR", "SMTPProtocol", "SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME",
                                            lifecycle, .product(name: "Metrics", package: "swift-metrics")]),
-        service("smg-classifier", "classifier"),
+        service("smg-classifier", "classifier", ["SMGSpam", "SMGAccounts", "SMGStore", "SMGNDR", "SMGRedis"]),
         service("smg-signer", "signer", ["SMGDKIM", "SMGDKIMKeys", "SMGStore"]),
-        service("smg-egress-good", "egress-good", ["SMGDelivery", "SMGNDR"]),
-        service("smg-egress-bad", "egress-bad", ["SMGDelivery", "SMGNDR"]),
+        service("smg-egress-good", "egress-good", ["SMGDelivery", "SMGNDR", "SMGAccounts"]),
+        service("smg-egress-bad", "egress-bad", ["SMGDelivery", "SMGNDR", "SMGAccounts"]),
         service("smgctl", "smgctl", ["SMGStore", "SMGNDR", "SMGBus", "SMGRedis", "SMGAccounts", "SMGDKIM", "SMGDKIMKeys", "SMGDNS",
-                                     nioSSL, crypto]),
+                                     "SMGSpam", "SMGMIME", nioSSL, crypto]),
 
         // Benchmarks (run with -c release; see bench/README.md).
         .executableTarget(name: "smg-dns-bench", dependencies: ["SMGDNS", logging], path: "bench/dns",
@@ -134,6 +140,8 @@ let package = Package(
         .executableTarget(name: "smg-delivery-bench",
                           dependencies: ["SMTPClient", "SMTPServer", "SMTPProtocol", nioCore, nioPosix, nioSSL, logging],
                           path: "bench/delivery", swiftSettings: strict),
+        .executableTarget(name: "smg-spam-bench", dependencies: ["SMGSpam"], path: "bench/spam",
+                          swiftSettings: strict),
         .executableTarget(name: "smg-scanner-bench",
                           dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", logging],
                           path: "bench/scanner", swiftSettings: strict),
@@ -167,6 +175,8 @@ let package = Package(
         .testTarget(name: "SMGVirusScanTests", dependencies: ["SMGVirusScan", "SMGClamAV", "SMGYara", "SMGMIME", "SMGSync", logging],
                     swiftSettings: strict),
         .testTarget(name: "SMGNDRTests", dependencies: ["SMGNDR", "SMGMIME", "SMGCore", "SMGStore"], swiftSettings: strict),
+        .testTarget(name: "SMGSpamTests", dependencies: ["SMGSpam", "SMGRedis", "SMGStore", "SMGTestSupport"],
+                    swiftSettings: strict),
         .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGNDR", "SMGCore", "SMTPProtocol"],
                     swiftSettings: strict),
     ]

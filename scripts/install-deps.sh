@@ -20,6 +20,7 @@ APT_PACKAGES=(
   python3 python3-pip                                # test peers (smtplib, aiosmtpd) and the local sink
   opendkim-tools                                     # opendkim-testmsg: an independent DKIM verifier for tests
   postfix                                            # smtp-sink / smtp-source: real SMTP peers for tests and bench/
+  rspamd                                             # the classifier's optional backend, started by its tests
 )
 
 missing=()
@@ -34,6 +35,11 @@ if ((${#missing[@]})); then
   # MTA starts on port 25 of this machine.
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # rspamd is wanted only as a program the tests start on a private port (Tests/Fixtures/rspamd):
+  # its system service stays off.
+  if [[ " ${missing[*]} " == *" rspamd "* ]] && command -v systemctl >/dev/null; then
+    $SUDO systemctl disable --now rspamd >/dev/null 2>&1 || true
+  fi
 fi
 
 # Python test peers: aiosmtpd (SMTP sink), redis (inspecting the store), pytest (integration tests),

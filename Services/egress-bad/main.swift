@@ -3,6 +3,7 @@ import SMGRuntime
 import SMGDelivery
 import SMGNDR
 import SMGStore
+import SMGAccounts
 
 /// smg-egress-bad — delivers messages of the bad lane (`mail.outbound.bad`) with its own
 /// source address and HELO name. Same engine as the other egress, another configuration.
@@ -14,6 +15,7 @@ await ServiceMain.run(program: "smg-egress-bad", keys: StageKeys.all + DeliveryK
         lane: .bad, config: process.config,
         ndr: try NDRSender(config: process.config, site: process.site, instance: process.instance),
         resolver: try process.makeResolver(),
-        poolStore: SourcePoolStore(redis: process.store.redis, keys: process.store.keys))
+        poolStore: SourcePoolStore(redis: process.store.redis, keys: process.store.keys),
+        brakes: BrakeStore(redis: process.store.redis, keys: process.store.keys))
     try await process.run([try StageRunner(process: process, settings: settings, worker: worker)])
 }

@@ -39,6 +39,7 @@ final class IngressDelegate: SMTPServerDelegate {
     let receivedShowsClient: Bool
     let authenticator: Authenticator
     let rateLimiter: RateLimiter
+    let brakes: BrakeCheck
     let dns: DNSChecks
     /// The latest backpressure sample (see `watchBackpressure`); read by every MAIL, no Redis call.
     let pressure = Locked(Backpressure())
@@ -57,6 +58,7 @@ final class IngressDelegate: SMTPServerDelegate {
         self.producer = producer
         self.authenticator = authenticator
         self.rateLimiter = rateLimiter
+        brakes = BrakeCheck(store: BrakeStore(redis: process.store.redis, keys: process.store.keys))
         let config = process.config
         dns = DNSChecks(resolver: resolver, allowNonPublic: try config.get(IngressKeys.allowNonPublicSenderDomains))
         hostname = try config.get(IngressKeys.hostname)
@@ -181,6 +183,7 @@ final class IngressDelegate: SMTPServerDelegate {
             throw Refusal.accountUnavailable()
         }
         guard customer.networkList.contains(ip) else { throw Refusal.networkNotAllowed() }
+        if let subject = try await brakes.refusing(login: login, customer: customer.id) { throw Refusal.braked(subject) }
         if customer.requireTLS && !session.tls { throw Refusal.tlsRequired() }
         if !reversePath.isEmpty && !customer.ownsSender(reversePath) { throw Refusal.senderNotOwned() }
         if let size, let limit = customer.maxMessageSize, size > limit { throw Refusal.tooBig() }

@@ -51,15 +51,9 @@ enum IngressKeys {
     static let maxPending = ConfigKey<Int>.int(
         "ingress.max_pending", default: 100_000, range: 1...100_000_000,
         help: "Backpressure: while more messages than this wait in all stages together (accepted, scanned, classified, outbound good and bad), MAIL gets 451 4.3.2.")
-    static let maxRedisMemoryFraction = ConfigKey<Double>(
-        "ingress.max_redis_memory_fraction", default: "0.85", kind: "number 0.05...1.0",
-        help: "Backpressure: while Redis uses more than this fraction of its maxmemory (INFO memory, sampled every 250 ms), MAIL gets 451 4.3.2; with maxmemory 0 only ingress.max_pending applies.") { text in
-        guard let v = Double(text.trimmingCharacters(in: .whitespaces)), v.isFinite else {
-            return .failure("\"\(text)\" is not a number")
-        }
-        guard v >= 0.05, v <= 1.0 else { return .failure("\(v) is out of range 0.05...1.0") }
-        return .success(v)
-    }
+    static let maxRedisMemoryFraction = ConfigKey<Double>.number(
+        "ingress.max_redis_memory_fraction", default: "0.85", range: 0.05...1.0,
+        help: "Backpressure: while Redis uses more than this fraction of its maxmemory (INFO memory, sampled every 250 ms), MAIL gets 451 4.3.2; with maxmemory 0 only ingress.max_pending applies.")
     static let maxInflightBytes = ConfigKey<Int>.size(
         "ingress.max_inflight_bytes", default: "512M", range: 65536...(1 << 40),
         help: "Bytes of DATA all sessions of this process may buffer together; a transaction beyond it gets 452 4.3.1 (at DATA if its SIZE says so, else at the final dot) and the session stays usable.")

@@ -26,6 +26,9 @@ struct Refusal: Error {
     static func rateLimited() -> Refusal {
         Refusal(reply: SMTPReply(.rateLimited), reason: "rate limit", eventType: EventType.ratelimitHit)
     }
+    static func braked(_ subject: String) -> Refusal {
+        Refusal(reply: SMTPReply(.accountBraked), reason: "\(subject) braked (compromised-account brake)")
+    }
     static func networkNotAllowed() -> Refusal {
         Refusal(reply: SMTPReply(.networkNotAllowed),
                 reason: "client network not allowed for the customer")
@@ -218,5 +221,29 @@ enum HeaderSenderPolicy {
             }
         }
         return nil
+    }
+}
+
+/// The compromised-account brake as ingress sees it: whether a login or its customer is braked
+/// with `refuse`, cached for two seconds per login (a brake takes effect within that; MAIL does
+/// not pay a Redis round trip each).
+final class BrakeCheck: Sendable {
+    let store: BrakeStore
+    let cache = Locked<[String: (subject: String?, until: ContinuousClock.Instant)]>([:])
+
+    init(store: BrakeStore) { self.store = store }
+
+    /// The braked subject (`login:…` or `customer:…`) whose mail is refused, nil when none.
+    func refusing(login: String, customer: String) async throws -> String? {
+        let key = "\(login.lowercased())\u{0}\(customer)"
+        let now = ContinuousClock.now
+        if let hit = cache.withLock({ $0[key] }), hit.until > now { return hit.subject }
+        let active = try await store.active([BrakeStore.loginSubject(login), BrakeStore.customerSubject(customer)])
+        let subject = active.first { $0.action == .refuse }?.subject
+        cache.withLock { c in
+            if c.count > 100_000 { c.removeAll() }
+            c[key] = (subject, now.advanced(by: .seconds(2)))
+        }
+        return subject
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import SMGCore
 import SMGAccounts
+import SMGStore
 import NIOSSL
 import Crypto
 import Foundation
@@ -9,7 +10,7 @@ import Foundation
 struct CustomerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "customer", abstract: "Manage customers and their policies.",
-        subcommands: [Add.self, Show.self, List.self])
+        subcommands: [Add.self, Show.self, List.self, Brake.self])
 
     struct Policy: ParsableArguments {
         @Option(name: .long, help: "Allowed source network (CIDR, IPv4 or IPv6); repeatable (R2).")
@@ -43,8 +44,56 @@ struct CustomerCommand: AsyncParsableCommand {
                                     rateLimitPerMinute: policy.rateLimit, requireTLS: policy.requireTLS,
                                     reverseDNSCheck: policy.reverseDNS, maxMessageSize: policy.maxSize,
                                     maxRecipients: policy.maxRecipients, bareNewline: policy.bareNewline)
-            do { try customer.validate() } catch let error as AccountError { throw ValidationError("\(error.message)") }
-            try await AccountStore(redis: redis, keys: keys).saveCustomer(customer)
+            var customerToSave = customer
+            let store = AccountStore(redis: redis, keys: keys)
+            // Brake limits are set with `customer brake`; replacing the policy keeps them.
+            customerToSave.brake = try await store.customer(id)?.brake
+            do { try customerToSave.validate() } catch let error as AccountError { throw ValidationError("\(error.message)") }
+            try await store.saveCustomer(customerToSave)
+            print(try String(decoding: JSONEncoder.sorted.encode(customerToSave), as: UTF8.self))
+        }
+    }
+
+    struct Brake: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set a customer's own limits of the compromised-account brake (unset ones keep the classifier's brake.* defaults).")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Customer id.") var id: String
+        @Option(name: .long, help: "Messages in one hour that count as a burst whatever the baseline.") var minBurst: Int?
+        @Option(name: .long, help: "A burst must also exceed this many times the busiest hour of the previous 7 days.") var volumeFactor: Double?
+        @Option(name: .long, help: "Share of spam/suspect verdicts (0–1) that brakes.") var badShare: Double?
+        @Option(name: .long, help: "Messages needed before --bad-share applies.") var minVerdicts: Int?
+        @Option(name: .long, help: "Distinct recipient domains in one hour that brake.") var maxRecipientDomains: Int?
+        @Option(name: .long, help: "Bounced recipients per message that brake.") var bounceShare: Double?
+        @Option(name: .long, help: "Bounces needed before --bounce-share applies.") var minBounces: Int?
+        @Option(name: .long, help: "refuse (451 4.7.1 at MAIL) or hold (accept and hold).") var action: String?
+        @Flag(name: .long, help: "Forget this customer's own limits (back to the classifier's defaults).") var reset = false
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            let store = AccountStore(redis: redis, keys: keys)
+            guard var customer = try await store.customer(id) else { throw ValidationError("<id>: no customer \"\(id)\"") }
+            if reset {
+                customer.brake = nil
+            } else {
+                var limits = customer.brake ?? BrakeLimits()
+                if let minBurst { limits.minBurst = minBurst }
+                if let volumeFactor { limits.volumeFactor = volumeFactor }
+                if let badShare { limits.badShare = badShare }
+                if let minVerdicts { limits.minVerdicts = minVerdicts }
+                if let maxRecipientDomains { limits.maxRecipientDomains = maxRecipientDomains }
+                if let bounceShare { limits.bounceShare = bounceShare }
+                if let minBounces { limits.minBounces = minBounces }
+                if let action {
+                    guard let a = BrakeAction(rawValue: action) else { throw ValidationError("--action: expected refuse or hold") }
+                    limits.action = a
+                }
+                customer.brake = limits
+            }
+            do { try customer.validate() } catch let error as AccountError {
+                throw ValidationError("--\(error.message.replacingOccurrences(of: "brake.", with: "").replacingOccurrences(of: "_", with: "-"))")
+            }
+            try await store.saveCustomer(customer)
             print(try String(decoding: JSONEncoder.sorted.encode(customer), as: UTF8.self))
         }
     }
@@ -78,7 +127,7 @@ struct CustomerCommand: AsyncParsableCommand {
 struct AccountCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "account", abstract: "Manage SMTP AUTH logins of customers.",
-        subcommands: [Add.self, Passwd.self, Remove.self])
+        subcommands: [Add.self, Passwd.self, Remove.self, Brakes.self, Release.self])
 
     struct Secret: ParsableArguments {
         @Flag(name: .long, help: "Read the password from standard input (one line).")
@@ -159,6 +208,42 @@ struct AccountCommand: AsyncParsableCommand {
                 throw ValidationError("<login>: no login \"\(login)\"")
             }
             print("login \(login) removed")
+        }
+    }
+}
+
+extension AccountCommand {
+    struct Brakes: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "brakes", abstract: "List the logins and customers the compromised-account brake stopped, as JSON lines.")
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            for b in try await BrakeStore(redis: redis, keys: keys).all() {
+                print(jsonLine(["subject": .string(b.subject), "reason": .string(b.reason), "since": .string(b.since),
+                                "action": .string(b.action.rawValue)]))
+            }
+        }
+    }
+
+    struct Release: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Lift the compromised-account brake of a login (or with --customer, of a customer).")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Login name (or customer id with --customer).") var name: String
+        @Flag(name: .long, help: "NAME is a customer id.") var customer = false
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            let subject = customer ? BrakeStore.customerSubject(name) : BrakeStore.loginSubject(name)
+            guard let record = try await BrakeStore(redis: redis, keys: keys).release(subject) else {
+                throw ValidationError("<name>: \(subject) is not braked")
+            }
+            let event = Event(type: EventType.accountReleased, id: nil, site: "smgctl", process: "smgctl",
+                              facts: ["subject": .string(subject), "reason": .string(record.reason), "since": .string(record.since)])
+            try? await MessageStore(redis: redis, keys: keys).append([event])
+            print("\(subject): brake lifted (was: \(record.reason)); release its held mail with smgctl queue release <id>")
         }
     }
 }

@@ -12,7 +12,7 @@ struct SMGCtl: AsyncParsableCommand {
         commandName: "smgctl",
         abstract: "Operate the Secure Mail Gateway.",
         subcommands: [Tap.self, Trace.self, Queue.self, CustomerCommand.self, AccountCommand.self, TLSACommand.self,
-                      DKIM.self, PoolCommand.self])
+                      DKIM.self, PoolCommand.self, Train.self, Classify.self])
 }
 
 struct Connection: ParsableArguments {

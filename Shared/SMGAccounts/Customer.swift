@@ -22,6 +22,9 @@ public struct Customer: Sendable, Codable, Hashable {
     public var disabled: Bool
     /// `reject` or `normalize`: overrides `ingress.bare_newline` for this customer (nil = the listener's).
     public var bareNewline: String?
+    /// Limits of the compromised-account brake for this customer and its logins (nil = the
+    /// classifier's `brake.*` defaults).
+    public var brake: BrakeLimits?
 
     public init(id: String, name: String? = nil, networks: [String] = [], domains: [String] = [],
                 rateLimitPerMinute: Int? = nil, requireTLS: Bool = false, reverseDNSCheck: Bool = false,
@@ -72,6 +75,7 @@ public struct Customer: Sendable, Codable, Hashable {
         if let mode = bareNewline, !["reject", "normalize"].contains(mode) {
             throw fail("bare-newline", "\"\(mode)\" is not one of reject, normalize")
         }
+        try brake?.validate()
     }
 
     static func isValidID(_ id: String) -> Bool {

@@ -386,3 +386,16 @@ extension Duration {
         return Int(s) * 1000 + Int(atto / 1_000_000_000_000_000)
     }
 }
+
+extension ConfigKey where Value == Double {
+    /// A finite number within `range` (`0.5`, `5`, `-1.25`).
+    public static func number(_ name: String, default d: String, range: ClosedRange<Double>, help: String) -> ConfigKey<Double> {
+        ConfigKey(name, default: d, kind: "number \(range.lowerBound)...\(range.upperBound)", help: help) { text in
+            guard let v = Double(text.trimmingCharacters(in: .whitespaces)), v.isFinite else {
+                return .failure("\"\(text)\" is not a number")
+            }
+            guard range.contains(v) else { return .failure("\(v) is out of range \(range.lowerBound)...\(range.upperBound)") }
+            return .success(v)
+        }
+    }
+}

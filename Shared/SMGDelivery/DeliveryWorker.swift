@@ -3,6 +3,7 @@ public import SMGRuntime
 public import SMGStore
 public import SMTPClient
 public import SMGNDR
+public import SMGAccounts
 public import SMGDNS
 import SMTPProtocol
 import NIOCore
@@ -37,10 +38,13 @@ public struct DeliveryWorker: StageWorker {
     let maxReceived: Int
     let concurrency: Int
     let rates: [String: Int]
+    /// Where bounced recipients are counted for the compromised-account brake's bounce rate.
+    let brakes: BrakeStore?
 
     public init(lane: Lane, config: Config, ndr: NDRSender? = nil, resolver: DNSResolver? = nil,
-                poolStore: SourcePoolStore? = nil) throws {
+                poolStore: SourcePoolStore? = nil, brakes: BrakeStore? = nil) throws {
         self.lane = lane
+        self.brakes = brakes
         self.ndr = ndr
         self.resolver = resolver
         do {
@@ -178,7 +182,7 @@ public struct DeliveryWorker: StageWorker {
         if received > maxReceived {
             let reply = SMTPReply(code: 554, enhanced: "5.4.6", "too many Received headers (\(received)): mail loop")
             for index in open { record(.reply(reply, remoteMTA: nil), index) }
-            return finish(message, recipients, open: open, attempted: attempted, events: events, delivered: false,
+            return await finish(message, recipients, open: open, attempted: attempted, events: events, delivered: false,
                           relayed: [], leaseLost: false, now: now, context: context)
         }
 
@@ -193,12 +197,12 @@ public struct DeliveryWorker: StageWorker {
             if outcome.abandoned { leaseLost = true }
             for (index, result) in outcome.results { record(result.0, index, facts: result.1) }
         }
-        return finish(message, recipients, open: open, attempted: attempted, events: events, delivered: deliveredAny,
+        return await finish(message, recipients, open: open, attempted: attempted, events: events, delivered: deliveredAny,
                       relayed: relayed, leaseLost: leaseLost, now: now, context: context)
     }
 
     func finish(_ message: StoredMessage, _ recipients: [Recipient], open: [Int], attempted: Set<Int>, events: [Event],
-                delivered: Bool, relayed: [DSNRecipient], leaseLost: Bool, now: Date, context: StageContext) -> StageOutcome {
+                delivered: Bool, relayed: [DSNRecipient], leaseLost: Bool, now: Date, context: StageContext) async -> StageOutcome {
         var recipients = recipients
         var events = events
         var fields: [String: String] = [:]
@@ -239,14 +243,34 @@ public struct DeliveryWorker: StageWorker {
         if case .done = plan.transition, let ndr, !plan.bounced.isEmpty {
             var reason = plan.bounced.count == 1 ? "the receiving mail server refused it or it could not be delivered in time."
                 : "the receiving mail servers refused it or it could not be delivered in time."
-            if lane == .bad { reason += " It was sent through the gateway's lane for suspected spam." }
+            if lane == .bad { reason += Self.spamExplanation(message.fields) }
             if let (bounce, sent) = ndr.make(for: message, recipients: plan.bounced, reason: reason, kind: "bounce") {
                 newMessages.append(bounce)
                 events.append(sent)
             }
         }
+        if let brakes, !plan.bounced.isEmpty {
+            // Statistics, not state: best effort (a redrive may count a bounce twice; a Redis
+            // hiccup may miss one), never a reason to hold up the outcome.
+            let submission = message.envelope.submission
+            let subjects = [submission.authenticatedAs.map(BrakeStore.loginSubject),
+                            message.envelope.customer.map(BrakeStore.customerSubject)].compactMap { $0 }
+            try? await brakes.recordBounces(subjects: subjects, count: plan.bounced.count)
+        }
         return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: plan.transition,
                             externalEffects: delivered)
+    }
+
+    /// What a bad-lane bounce tells the customer about why the message took that lane: the
+    /// classifier's category, score and reasons (R11), so they can see why it was taken for spam.
+    static func spamExplanation(_ fields: [String: String]) -> String {
+        var text = " It was sent through the gateway's lane for suspected spam"
+        guard let category = fields["category"] else { return text + "." }
+        text += ": the gateway's spam filter classified it as \(category)"
+        if let score = fields["score"] { text += " (score \(score))" }
+        let reasons = (fields["reasons"] ?? "").split(separator: "\n").map(String.init)
+        text += reasons.isEmpty ? "." : ", because: " + reasons.joined(separator: "; ") + "."
+        return text
     }
 
     /// Tells apart notices of one kind for one message (different recipients at different times),

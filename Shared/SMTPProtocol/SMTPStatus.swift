@@ -77,6 +77,7 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
     public static let senderDomainUnresolvable = SMTPStatus("sender-domain-unresolvable")
     public static let senderDomainTemporary = SMTPStatus("sender-domain-temporary")
     public static let rateLimited = SMTPStatus("rate-limited")
+    public static let accountBraked = SMTPStatus("account-braked")
     public static let networkNotAllowed = SMTPStatus("network-not-allowed")
     public static let senderNotOwned = SMTPStatus("sender-not-owned")
     public static let tlsRequired = SMTPStatus("tls-required")
@@ -147,6 +148,7 @@ public struct SMTPStatus: Hashable, Sendable, CustomStringConvertible {
         .senderDomainUnresolvable: (550, "5.7.1", "Sender Domain must resolve"),
         .senderDomainTemporary: (451, "4.4.3", "Temporary DNS failure checking the sender domain"),
         .rateLimited: (451, "4.7.1", "Ratelimit reached"),
+        .accountBraked: (451, "4.7.1", "Sending from this account is paused after unusual activity; contact your provider's support"),
         .networkNotAllowed: (550, "5.7.1", "Client host not allowed for this account"),
         .senderNotOwned: (553, "5.7.1", "Sender address not owned by your account"),
         .tlsRequired: (530, "5.7.0", "Must issue a STARTTLS command first"),

@@ -199,6 +199,8 @@ class Gateway:
             "SMG_SCANNER_CLAMAV_RELOAD_INTERVAL": "500ms",
             "SMG_SCANNER_YARA_RULES": str(ROOT / "deploy/scanner/yara/smg.yar"),
             "SMG_NDR_DOMAIN": "gateway.test",
+            # The spam model the project ships (seeds the shared model in the test's Redis).
+            "SMG_CLASSIFIER_MODEL_FILE": str(ROOT / "deploy/spam/model.txt"),
             "SMG_STAGE_REDRIVE_AFTER": "3s",
             "SMG_STAGE_REDRIVE_INTERVAL": "250ms",
             "SMG_STAGE_RETRY_DELAY": "1s",
@@ -290,7 +292,8 @@ class Gateway:
 def make_message(marker: str, sender="sender@customer.example", rcpt="user@dest.example", body_lines=None) -> bytes:
     body_lines = body_lines or [f"Body of {marker}.", "", ".A line that starts with a dot", "..two dots", "end"]
     lines = [f"From: {sender}", f"To: {rcpt}", f"Subject: {marker}", f"Message-ID: <{marker}@customer.example>",
-             "", *body_lines]
+             # A fixed Date: a client retrying a submission sends the same octets (ingress's dedupe).
+             "Date: Mon, 23 Nov 2026 05:00:00 +0000", "", *body_lines]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 

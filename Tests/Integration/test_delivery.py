@@ -671,6 +671,38 @@ def test_good_mail_leaves_from_the_good_pool_in_rotation(peers, gateway, dns, bo
     assert peers.connections_from("127.0.0.3") == [], "good mail never leaves from the bad lane's address"
 
 
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def test_spam_leaves_only_from_the_bad_pool_and_its_bounce_says_why(peers, gateway, dns, bounces):
+    """R11: the classifier's `spam` verdict sends a message through the bad lane only; a bounce from
+    there tells the customer the category, the score and the reasons."""
+    peer = peers.add("127.0.0.27", "mx.reject.egress.test")
+    good, bad = pools_env()
+    start(gateway, delivery_env(dns, peers), good, bad)
+    clean = send(gateway, "clean-1", ["ok@reject.egress.test"], body_lines=[
+        "Hi Lukas,", "", "the shelves ship on Thursday; please confirm someone is at the warehouse.", "", "Anna"])
+    spam = send(gateway, "gtube-1", ["ok2@reject.egress.test", "reject-me@reject.egress.test"],
+                body_lines=["This is the GTUBE.", "", GTUBE])
+    wait_outcomes(gateway, clean, {"ok@reject.egress.test": EV_DELIVERED})
+    events = wait_outcomes(gateway, spam, {"ok2@reject.egress.test": EV_DELIVERED,
+                                           "reject-me@reject.egress.test": EV_BOUNCED})
+    [verdict] = of_type(events, "classified")
+    assert verdict["facts"]["category"] == "spam" and verdict["facts"]["lane"] == "bad", verdict
+    for attempt in of_type(events, EV_ATTEMPT):
+        assert attempt["facts"][F_SOURCE] in BAD_POOL and attempt["facts"].get("lane") == "bad", attempt
+    by_subject = {subject_of(m.data): m.source_ip for m in peer.messages()}
+    assert by_subject["gtube-1"] in BAD_POOL and by_subject["clean-1"] in GOOD_POOL, by_subject
+    for address in GOOD_POOL:
+        for m in peer.messages():
+            if m.source_ip == address:
+                assert GTUBE.encode() not in m.data, "spam never leaves through the good lane's addresses"
+    _, ndr, _ = ndr_for(bounces, "reject-me@reject.egress.test")
+    text = next(p for p in ndr.walk() if p.get_content_type() == "text/plain").get_content()
+    assert "lane for suspected spam" in text and "classified it as spam" in text, text
+    assert "score" in text and "GTUBE" in text, text
+
+
 def test_drained_addresses_are_not_used_and_exhaustion_defers(peers, gateway, dns, bounces, redis_server):
     peer = peers.add("127.0.0.31", "mx.pool.egress.test")
     good, bad = pools_env()
