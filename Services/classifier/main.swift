@@ -31,8 +31,8 @@ struct Classifier: StageWorker {
 
     func process(_ message: StoredMessage, context: StageContext) async throws -> StageOutcome {
         let envelope = message.envelope
-        // NDRs and notices are written by the gateway (null sender, no customer, no login).
-        let gatewayWritten = envelope.customer == nil && envelope.sender.isEmpty && envelope.submission.authenticatedAs == nil
+        // NDRs and notices: not the customer's sending (neither scored nor counted by the brake).
+        let gatewayWritten = envelope.isGatewayWritten
         let verdict: SpamVerdict
         if gatewayWritten {
             verdict = SpamVerdict(category: .clean, score: 0, lane: .good, probability: 0.5,

@@ -114,6 +114,12 @@ public struct Envelope: Sendable, Codable, Hashable {
 
     public func jsonBytes() -> [UInt8] { Array((try? Event.encoder.encode(self)) ?? Data()) }
 
+    /// A message the gateway wrote itself (an NDR, an operator notice): from the null sender,
+    /// never submitted by a client. Customers' own bounces (`MAIL FROM:<>`) come from a client.
+    public var isGatewayWritten: Bool {
+        sender.isEmpty && submission.authenticatedAs == nil && submission.clientAddress.isEmpty
+    }
+
     public static func decode<Bytes: Collection>(_ bytes: Bytes) throws -> Envelope where Bytes.Element == UInt8 {
         try Event.decoder.decode(Envelope.self, from: Data(bytes))
     }

@@ -249,7 +249,7 @@ public struct DeliveryWorker: StageWorker {
                 events.append(sent)
             }
         }
-        if let brakes, !plan.bounced.isEmpty {
+        if let brakes, !plan.bounced.isEmpty, !message.envelope.isGatewayWritten {
             // Statistics, not state: best effort (a redrive may count a bounce twice; a Redis
             // hiccup may miss one), never a reason to hold up the outcome.
             let submission = message.envelope.submission

@@ -701,6 +701,10 @@ def test_spam_leaves_only_from_the_bad_pool_and_its_bounce_says_why(peers, gatew
     text = next(p for p in ndr.walk() if p.get_content_type() == "text/plain").get_content()
     assert "lane for suspected spam" in text and "classified it as spam" in text, text
     assert "score" in text and "GTUBE" in text, text
+    # The NDR itself is the gateway's own message: not scored, good lane.
+    [sent] = of_type(gateway.trace(spam), "ndr.sent")
+    [ndr_verdict] = of_type(gateway.trace(sent["facts"]["ndr"]), "classified")
+    assert ndr_verdict["facts"]["engine"] == "none" and ndr_verdict["facts"]["lane"] == "good", ndr_verdict
 
 
 def test_drained_addresses_are_not_used_and_exhaustion_defers(peers, gateway, dns, bounces, redis_server):
