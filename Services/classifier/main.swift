@@ -41,13 +41,14 @@ struct Classifier: StageWorker {
         } else {
             verdict = try await classify(message)
         }
+        let reasons = verdict.reasons
         var events = [context.event(EventType.classified, id: message.id, facts: [
             "category": .string(verdict.category.rawValue), "score": .double(Self.round(verdict.score)),
             "lane": .string(verdict.lane.rawValue), "engine": .string(verdict.engine),
-            "reasons": .array(verdict.reasons.map { .string($0) }),
+            "reasons": .array(reasons.map { .string($0) }),
         ])]
         var fields = ["lane": verdict.lane.rawValue, "category": verdict.category.rawValue,
-                      "score": SpamVerdict.formatScore(verdict.score), "reasons": verdict.reasons.joined(separator: "\n")]
+                      "score": SpamVerdict.formatScore(verdict.score), "reasons": reasons.joined(separator: "\n")]
         if addHeader {
             let rules = verdict.rules.filter { $0.points != 0 }.map(\.name).joined(separator: ",")
             fields[StoredMessage.addedHeadersField] = "X-SMG-Spam: \(verdict.category.rawValue); score=\(SpamVerdict.formatScore(verdict.score)); lane=\(verdict.lane.rawValue)"
