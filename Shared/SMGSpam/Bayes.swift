@@ -72,10 +72,11 @@ public struct BayesScorer: Sendable {
             let f = (strength * prior + n * p) / (strength + n)
             if abs(f - 0.5) >= minimumDeviation { clues.append(Evidence(token: token, probability: f)) }
         }
-        if clues.count > maxTokens {
-            clues.sort { abs($0.probability - 0.5) > abs($1.probability - 0.5) || (abs($0.probability - 0.5) == abs($1.probability - 0.5) && $0.token < $1.token) }
-            clues.removeLast(clues.count - maxTokens)
-        }
+        // Always in one order: the tokens come from a Set, whose order changes with every process's
+        // hash seed, and summing the logarithms in another order moves a near-certain score by a
+        // rounding error — enough to cross a threshold, so two classifiers could disagree.
+        clues.sort { abs($0.probability - 0.5) > abs($1.probability - 0.5) || (abs($0.probability - 0.5) == abs($1.probability - 0.5) && $0.token < $1.token) }
+        if clues.count > maxTokens { clues.removeLast(clues.count - maxTokens) }
         guard !clues.isEmpty else { return (0.5, []) }
         var sumLogHam = 0.0, sumLogSpam = 0.0
         for clue in clues {
