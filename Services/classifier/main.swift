@@ -102,8 +102,7 @@ struct Classifier: StageWorker {
                 let result = try await rspamd.check(message.body, envelope: RspamdClient.Envelope(
                     sender: e.sender, recipients: e.recipients.map(\.address), clientAddress: e.submission.clientAddress,
                     helo: e.submission.heloName, login: e.submission.authenticatedAs, queueID: message.id.rawValue))
-                let features = FeatureExtractor.extract(message.body)
-                let bulk = SpamRules.evaluate(features).contains { SpamRules.bulkRuleNames.contains($0.name) }
+                let bulk = !SpamRules.bulkMarkers(headers: FeatureExtractor.headerFields(of: message.body)).isEmpty
                 return RspamdClient.verdict(result, policy: engine.policy, bulk: bulk)
             } catch where !rspamdRequired {
                 // Configured as optional: our own engine decides.

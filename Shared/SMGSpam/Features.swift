@@ -55,15 +55,11 @@ public enum FeatureExtractor {
     public static func extract(_ raw: [UInt8]) -> MessageFeatures {
         var f = MessageFeatures()
         f.tokens.reserveCapacity(512)
-        f.gtube = contains(raw, gtubeString)
+        f.gtube = Search.firstIndex(of: gtubeString, in: raw) != nil
         let message = MIMEParser.parse(raw, limits: MIMELimits(maxDepth: 8, maxParts: 200,
                                                                maxDecodedBytes: 4 * maxTextBytes))
         f.mimeDefects = message.defects.count
-        for field in message.headers.fields {
-            let name = field.name.lowercased()
-            f.headerNames.insert(name)
-            if f.headers[name] == nil { f.headers[name] = field.value }
-        }
+        (f.headers, f.headerNames) = firstFields(message.headers)
         headerTokens(&f)
         var budget = maxTextBytes
         var textChunks: [String] = []
@@ -86,14 +82,13 @@ public enum FeatureExtractor {
                     f.tokens.insert("ct:html")
                     if part.transferEncoding == "base64" { f.base64HTML = true }
                     let (visible, links) = HTMLText.reduce(text)
-                    htmlChunks.append(text.lowercased())
+                    htmlChunks.append(lowercasedFast(text))
                     textChunks.append(visible)
                     for link in links {
-                        if let host = urlHost(link.href) {
-                            f.urlHosts.append(host)
-                            if let shown = shownDomain(link.text), registrable(shown) != registrable(host) {
-                                f.mismatchedLinks.append((shown, host))
-                            }
+                        guard let host = urlHost(link.href) else { continue }
+                        f.urlHosts.append(host)
+                        if let shown = urlHost(link.text.trimmingSpaces()), registrable(shown) != registrable(host) {
+                            f.mismatchedLinks.append((shown, host))
                         }
                     }
                 } else {
@@ -155,6 +150,22 @@ public enum FeatureExtractor {
         }
     }
 
+    /// The header fields of a raw message by lower-cased name (first occurrence), without parsing
+    /// its body: for callers that need only the header (the rspamd backend's bulk markers).
+    public static func headerFields(of raw: [UInt8]) -> [String: String] {
+        firstFields(MIMEParser.parse(MIMEParser.headerSection(raw) + [13, 10]).headers).fields
+    }
+
+    static func firstFields(_ headers: MIMEHeaders) -> (fields: [String: String], names: Set<String>) {
+        var fields: [String: String] = [:], names: Set<String> = []
+        for field in headers.fields {
+            let name = field.name.lowercased()
+            names.insert(name)
+            if fields[name] == nil { fields[name] = field.value }
+        }
+        return (fields, names)
+    }
+
     // MARK: - small helpers
 
     /// `lowercased()`, with a byte loop for pure ASCII text (most mail): the Unicode path was a
@@ -183,23 +194,6 @@ public enum FeatureExtractor {
                 }
                 return b.count
             }
-        }
-    }
-
-    static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
-        guard needle.count <= haystack.count, let first = needle.first else { return false }
-        return haystack.withUnsafeBufferPointer { h in
-            var i = 0
-            let last = h.count - needle.count
-            while i <= last {
-                if h[i] == first {
-                    var j = 1
-                    while j < needle.count && h[i + j] == needle[j] { j += 1 }
-                    if j == needle.count { return true }
-                }
-                i += 1
-            }
-            return false
         }
     }
 
@@ -272,7 +266,7 @@ public enum FeatureExtractor {
             var i = 0
             while i < b.count && (b[i] == 0x20 || b[i] == 0x09 || b[i] == 0x0A || b[i] == 0x0D) { i += 1 }
             var obfuscated = false
-            return host(in: UnsafeBufferPointer(rebasing: b[i...]), obfuscated: &obfuscated)?.host
+            return host(in: UnsafeBufferPointer(rebasing: b[i...]), obfuscated: &obfuscated)
         }
     }
 
@@ -285,9 +279,9 @@ public enum FeatureExtractor {
     }
 
     /// The host of the link that starts at the beginning of `b` (`http://`, `https://` or `www.`),
-    /// lower-cased, without user info, port or trailing dots, and how many bytes the scheme took.
-    /// Sets `obfuscated` when the authority holds `@`, `%` or `&#`.
-    static func host(in b: UnsafeBufferPointer<UInt8>, obfuscated: inout Bool) -> (host: String, scheme: Int)? {
+    /// lower-cased, without user info, port or trailing dots. Sets `obfuscated` when the authority
+    /// holds `@`, `%` or `&#`.
+    static func host(in b: UnsafeBufferPointer<UInt8>, obfuscated: inout Bool) -> String? {
         let scheme: Int
         if startsWith(b, 0, "http://") { scheme = 7 }
         else if startsWith(b, 0, "https://") { scheme = 8 }
@@ -321,14 +315,7 @@ public enum FeatureExtractor {
             while out.last == 0x2E { out.removeLast() }
             while out.first == 0x2E { out.removeFirst() }
         }
-        return out.isEmpty ? nil : (String(decoding: out, as: UTF8.self), scheme)
-    }
-
-    /// A domain the visible text of a link names (`www.bank.example`, `http://bank.example/x`).
-    static func shownDomain(_ text: String) -> String? {
-        let t = text.trimmingSpaces()
-        guard t.hasPrefix("http://") || t.hasPrefix("https://") || t.hasPrefix("www.") else { return nil }
-        return urlHost(t)
+        return out.isEmpty ? nil : String(decoding: out, as: UTF8.self)
     }
 
     /// Hosts of links written out in (lower-cased) text or HTML source (`http://`, `https://`,
@@ -342,7 +329,7 @@ public enum FeatureExtractor {
                 let c = b[i]
                 let candidate = (c == UInt8(ascii: "h") && i + 7 <= b.count && b[i + 1] == UInt8(ascii: "t"))
                     || (c == UInt8(ascii: "w") && (i == 0 || !Words.isAlnum(b[i - 1])))
-                if candidate, let (host, _) = host(in: UnsafeBufferPointer(rebasing: b[i...]), obfuscated: &obfuscated) {
+                if candidate, let host = host(in: UnsafeBufferPointer(rebasing: b[i...]), obfuscated: &obfuscated) {
                     hosts.append(host)
                     i += 4
                 } else {
@@ -466,11 +453,6 @@ enum HTMLText {
                 } else if tagName == "/a", let link = openLink {
                     links.append(Link(href: link.href, text: String(decoding: out[link.textStart...], as: UTF8.self).lowercased()))
                     openLink = nil
-                } else if tagName == "img" || tagName == "area" || tagName == "form" {
-                    if let src = attribute(tagName == "form" ? "action" : (tagName == "img" ? "src" : "href"),
-                                           in: String(decoding: tag, as: UTF8.self).lowercased()) {
-                        links.append(Link(href: src, text: ""))
-                    }
                 }
                 out.append(UInt8(ascii: " "))
                 i = close + 1
@@ -491,20 +473,6 @@ enum HTMLText {
         return (String(decoding: out, as: UTF8.self), links)
     }
 
-    static func findBytes(_ needle: [UInt8], in bytes: [UInt8]) -> Int? {
-        guard !needle.isEmpty, needle.count <= bytes.count else { return nil }
-        var i = 0
-        while i + needle.count <= bytes.count {
-            if bytes[i] == needle[0] {
-                var j = 1
-                while j < needle.count && bytes[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return i }
-            }
-            i += 1
-        }
-        return nil
-    }
-
     /// Where `</name` starts (ASCII case-insensitive), from `from` on.
     static func findClosing(_ name: String, in bytes: [UInt8], from: Int) -> Int? {
         let needle = Array("</\(name)".utf8)
@@ -521,7 +489,7 @@ enum HTMLText {
     static func attribute(_ name: String, in tag: String) -> String? {
         let needle = Array("\(name)=".utf8)
         let bytes = Array(tag.utf8)
-        guard let found = findBytes(needle, in: bytes) else { return nil }
+        guard let found = Search.firstIndex(of: needle, in: bytes) else { return nil }
         var rest = Substring(String(decoding: bytes[(found + needle.count)...], as: UTF8.self))
         if let quote = rest.first, quote == "\"" || quote == "'" {
             rest = rest.dropFirst()

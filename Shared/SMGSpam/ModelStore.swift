@@ -164,10 +164,11 @@ public struct SpamModelStore: Sendable {
         if try await version() != nil { return false }
         let locked = try await redis.command("SET", .init(seedLockKey), .init(owner), "NX", "EX", "120")
         guard locked.string == "OK" else { return false }
-        defer { Task { _ = try? await redis.command("DEL", .init(seedLockKey)) } }
-        if try await version() != nil { return false }
-        try await replace(with: model)
-        return true
+        // The lock expires by itself if this process dies or fails here.
+        let seeded = try await version() == nil
+        if seeded { try await replace(with: model) }
+        _ = try? await redis.command("DEL", .init(seedLockKey))
+        return seeded
     }
 
     /// The label a message was trained with, if any.

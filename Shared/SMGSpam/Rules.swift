@@ -31,6 +31,10 @@ public enum SpamRules {
         "email.com", "netzero.net", "compuserve.com", "hotmail.co.uk", "yahoo.fr", "yahoo.de", "t-online.de",
         "rediffmail.com",
     ]
+    static let hiddenRecipients: [StaticString] = ["undisclosed", "recipient list not shown", "suppressed"]
+    static let advertisementMarks: [StaticString] = ["adv:", "[adv]"]
+    static let bulkPrecedence: [StaticString] = ["bulk", "list", "junk"]
+
     /// Attachment types that run code when opened; the virus scanner passed them, but sending them
     /// in bulk is a mark of malware campaigns.
     static let dangerousExtensions: Set<String> = [
@@ -65,7 +69,7 @@ public enum SpamRules {
         }
         let to = f.headers["to"]?.lowercased()
         if let to {
-            if Search.containsAny(to, ["undisclosed", "recipient list not shown", "suppressed"]) {
+            if Search.containsAny(to, hiddenRecipients) {
                 hit("TO_UNDISCLOSED", 1, "the recipients are hidden (To: undisclosed recipients)")
             } else if !to.trimmingSpaces().isEmpty && !to.contains("@") {
                 hit("TO_NO_ADDRESS", 1, "the To header holds no address")
@@ -73,7 +77,7 @@ public enum SpamRules {
                 hit("TO_MANY", 1, "five or more recipients in To, visible to each other")
             }
         }
-        let fromValue = f.headers["from"].map { MIMEDecodedLower($0) } ?? ""
+        let fromValue = f.headers["from"].map { decodedLower($0) } ?? ""
         let fromDomain = FeatureExtractor.addressDomain(fromValue)
         let display = FeatureExtractor.displayName(fromValue)
         if let fromDomain, display.contains("@"),
@@ -81,7 +85,7 @@ public enum SpamRules {
            FeatureExtractor.registrable(shown) != FeatureExtractor.registrable(fromDomain) {
             hit("FROM_NAME_ADDRESS_MISMATCH", 1, "the From display name shows an address at \(shown), the mail is from \(fromDomain)")
         }
-        if let replyTo = f.headers["reply-to"].map({ MIMEDecodedLower($0) }),
+        if let replyTo = f.headers["reply-to"].map({ decodedLower($0) }),
            let replyDomain = FeatureExtractor.addressDomain(replyTo),
            freemail.contains(FeatureExtractor.registrable(replyDomain)),
            fromDomain.map({ FeatureExtractor.registrable($0) }) != FeatureExtractor.registrable(replyDomain) {
@@ -107,7 +111,7 @@ public enum SpamRules {
         }
         if subject.contains("$") { hit("SUBJECT_DOLLAR", 1, "the subject names a dollar amount") }
         let lowerSubject = subject.lowercased()
-        if Search.containsAny(lowerSubject, ["adv:", "[adv]"]) || Words.containsWord(lowerSubject, "adv") {
+        if Search.containsAny(lowerSubject, advertisementMarks) || Words.containsWord(lowerSubject, "adv") {
             hit("SUBJECT_ADV", 1, "the subject is marked as an advertisement")
         }
         if subject.utf8.contains(where: { $0 >= 0x80 }) && !Search.contains(f.headers["subject"] ?? "", "=?") {
@@ -162,12 +166,21 @@ public enum SpamRules {
             hit("REMOVE_FOOTER_NO_LIST", 1, "asks recipients to reply or click to be removed, without a List-Unsubscribe header")
         }
 
-        // Bulk (legitimate mass mail) markers: no points, they make `bulk` possible.
-        if f.headerNames.contains("list-unsubscribe") { hit("LIST_UNSUBSCRIBE", 0, "has a List-Unsubscribe header") }
-        if let p = f.headers["precedence"]?.lowercased(), Search.containsAny(p, ["bulk", "list", "junk"]) {
-            hit("PRECEDENCE_BULK", 0, "Precedence: \(p.trimmingSpaces())")
+        hits += bulkMarkers(headers: f.headers)
+        return hits
+    }
+
+    /// Bulk (legitimate mass mail) markers, from the header fields alone: no points, they make
+    /// `bulk` possible (also for the rspamd backend's verdicts). `headers`: lower-cased names.
+    public static func bulkMarkers(headers: [String: String]) -> [RuleHit] {
+        var hits: [RuleHit] = []
+        if headers["list-unsubscribe"] != nil {
+            hits.append(RuleHit(name: "LIST_UNSUBSCRIBE", points: 0, description: "has a List-Unsubscribe header"))
         }
-        if f.headerNames.contains("list-id") { hit("LIST_ID", 0, "has a List-Id header") }
+        if let p = headers["precedence"]?.lowercased(), Search.containsAny(p, bulkPrecedence) {
+            hits.append(RuleHit(name: "PRECEDENCE_BULK", points: 0, description: "Precedence: \(p.trimmingSpaces())"))
+        }
+        if headers["list-id"] != nil { hits.append(RuleHit(name: "LIST_ID", points: 0, description: "has a List-Id header")) }
         return hits
     }
 
@@ -186,7 +199,7 @@ public enum SpamRules {
         }
     }
 
-    static func MIMEDecodedLower(_ value: String) -> String {
+    static func decodedLower(_ value: String) -> String {
         MIMEDecoding.encodedWords(value).lowercased()
     }
 }
@@ -206,20 +219,27 @@ enum HiddenText {
     }
 
     /// Text hidden by CSS (`display:none`, `visibility:hidden`), the stronger trick.
+    static let styleMarkers: [StaticString] = ["display:none", "display: none", "visibility:hidden", "visibility: hidden"]
+
     static func hiddenByStyle(_ html: String) -> Bool {
-        Search.containsAny(html, ["display:none", "display: none", "visibility:hidden", "visibility: hidden"])
+        Search.containsAny(html, styleMarkers)
     }
 }
 
 /// Phrases of the text (lower-cased) that spam uses and ordinary mail rarely does.
 enum TextPatterns {
+    static let pressurePhrases: [StaticString] = ["act now", "limited time", "order now", "call now", "don't delay", "urgent"]
+    static let notSpamPhrases: [StaticString] = ["this is not spam", "this is not a spam", "is not spam", "s.1618", "s. 1618",
+                                                 "bill 1618", "section 301", "unsolicited"]
+    static let removePhrases: [StaticString] = ["removed from", "remove from", "remove your", "to be removed", "to remove",
+                                                "removal", "opt out", "opt-out", "optout"]
+
     static func pressure(_ t: String) -> Bool {
-        Search.containsAny(t, ["act now", "limited time", "order now", "call now", "don't delay", "urgent"])
+        Search.containsAny(t, pressurePhrases)
     }
 
     static func notSpamClaim(_ t: String) -> Bool {
-        Search.containsAny(t, ["this is not spam", "this is not a spam", "is not spam", "s.1618", "s. 1618", "bill 1618",
-                               "section 301", "unsolicited"])
+        Search.containsAny(t, notSpamPhrases)
     }
 
     static func bigMoney(_ t: String) -> Bool {
@@ -245,8 +265,7 @@ enum TextPatterns {
     }
 
     static func removeFooter(_ t: String) -> Bool {
-        Search.containsAny(t, ["removed from", "remove from", "remove your", "to be removed", "to remove", "removal", "opt out",
-                               "opt-out", "optout"])
+        Search.containsAny(t, removePhrases)
     }
 }
 
