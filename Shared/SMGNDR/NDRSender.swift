@@ -95,18 +95,28 @@ public struct NDRSender: Sendable {
         else { return nil }
         let id = Self.ndrID(for: message.id, kind: key.map { "\(kind)/\($0)" } ?? kind)
         let body = dsn.render(messageID: "\(id.rawValue)@\(domain)", date: now)
-        let submission = SubmissionFacts(clientAddress: "", heloName: nil, tls: false, authenticatedAs: nil,
-                                         site: site, ingress: instance, receivedAt: now, size: body.count)
-        let envelope = Envelope(customer: message.envelope.customer, sender: "",
-                                recipients: [Recipient(address: dsn.to)], submission: submission)
-        let accepted = Event(type: EventType.accepted, id: id, site: site, process: instance, facts: [
-            "sender": "", "recipients": 1, "size": .int(body.count), "ndr_for": .string(message.id.rawValue),
-            "kind": .string(kind),
-        ])
+        let ndr = Self.gatewayMessage(id: id, to: dsn.to, customer: message.envelope.customer, body: body,
+                                      facts: ["ndr_for": .string(message.id.rawValue), "kind": .string(kind)],
+                                      site: site, instance: instance, now: now)
         let sent = Event(type: EventType.ndrSent, id: message.id, site: site, process: instance, facts: [
             "ndr": .string(id.rawValue), "to": .string(dsn.to), "kind": .string(kind),
             "recipients": .array(requested.map { .string($0.address) }),
         ])
-        return (NewMessage(id: id, envelope: envelope, body: body, accepted: accepted, topic: Topic.accepted), sent)
+        return (ndr, sent)
+    }
+
+    /// A message the gateway writes itself (an NDR, an operator notice) from the null sender to
+    /// one address, due at once in the scanner's stage, with its `accepted` event (`facts` added):
+    /// `Envelope.isGatewayWritten` holds for it.
+    public static func gatewayMessage(id: MessageID, to address: String, customer: String?, body: [UInt8],
+                                      facts: [String: JSONValue], site: String, instance: String, now: Date) -> NewMessage {
+        let submission = SubmissionFacts(clientAddress: "", heloName: nil, tls: false, authenticatedAs: nil,
+                                         site: site, ingress: instance, receivedAt: now, size: body.count)
+        let envelope = Envelope(customer: customer, sender: "", recipients: [Recipient(address: address)],
+                                submission: submission)
+        var all: [String: JSONValue] = ["sender": "", "recipients": 1, "size": .int(body.count)]
+        all.merge(facts) { _, new in new }
+        let accepted = Event(type: EventType.accepted, id: id, site: site, process: instance, facts: all)
+        return NewMessage(id: id, envelope: envelope, body: body, accepted: accepted, topic: Topic.accepted)
     }
 }

@@ -21,18 +21,11 @@ public enum OperatorNotice {
         out += "MIME-Version: 1.0\r\n"
         out += "Content-Type: text/plain; charset=utf-8\r\n"
         out += "Content-Transfer-Encoding: 8bit\r\n\r\n"
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            out += (line.hasPrefix(".") ? "." : "") + line + "\r\n"
-        }
-        let body = Array(out.utf8)
-        let submission = SubmissionFacts(clientAddress: "", heloName: nil, tls: false, authenticatedAs: nil,
-                                         site: site, ingress: instance, receivedAt: now, size: body.count)
-        let envelope = Envelope(customer: nil, sender: "", recipients: [Recipient(address: mailbox)], submission: submission)
-        let accepted = Event(type: EventType.accepted, id: id, site: site, process: instance, facts: [
-            "sender": "", "recipients": 1, "size": .int(body.count), "notice_for": .string(about.rawValue),
-            "kind": .string(kind),
-        ])
-        return NewMessage(id: id, envelope: envelope, body: body, accepted: accepted, topic: Topic.accepted)
+        // Stored as the message's octets: egress dot-stuffs when it sends, like every message.
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) { out += line + "\r\n" }
+        return NDRSender.gatewayMessage(id: id, to: mailbox, customer: nil, body: Array(out.utf8),
+                                        facts: ["notice_for": .string(about.rawValue), "kind": .string(kind)],
+                                        site: site, instance: instance, now: now)
     }
 
     static func ascii(_ text: String) -> String {
