@@ -20,8 +20,7 @@ public final class RedisBatcher: Sendable {
     public let script: RedisScript
     public let maxBatch: Int
     /// A pipeline takes more calls only while it carries fewer argument bytes than this (a call
-    /// larger than it goes alone): big messages are not copied into one huge write, and a batch
-    /// never nears `RedisConnection.maxCommandBytes`, which would fail calls that alone pass.
+    /// larger than it goes alone): big messages are not copied into one huge write.
     public let maxBatchBytes: Int
     let leaderRounds = 4
 

@@ -22,7 +22,7 @@ internal import Darwin
 /// **Limits.** A reply is limited by the server (`proto-max-bulk-len`, 512 MiB by default);
 /// a command by `maxCommandBytes` (checked before anything is written).
 public final class RedisConnection {
-    /// Largest total size of the arguments of one command (or one pipeline) this client sends.
+    /// Largest total size of the arguments of one command this client sends.
     public static let maxCommandBytes = 512 * 1024 * 1024
 
     public let endpoint: RedisEndpoint
@@ -211,15 +211,17 @@ public final class RedisConnection {
         }
     }
 
+    /// Each command on its own (Redis's limit is per command, so a pipeline of commands that each
+    /// pass is sent whole).
     private static func checkSize(_ commands: [[RedisArg]]) throws {
-        var total = 0
         for args in commands {
             if args.isEmpty { throw RedisError(.invalidArgument, "empty command") }
             if args.count > Int(Int32.max) { throw RedisError(.invalidArgument, "too many arguments") }
+            var total = 0
             for a in args { total += a.bytes.count }
-        }
-        if total > maxCommandBytes {
-            throw RedisError(.invalidArgument, "command of \(total) bytes exceeds \(maxCommandBytes)")
+            if total > maxCommandBytes {
+                throw RedisError(.invalidArgument, "command of \(total) bytes exceeds \(maxCommandBytes)")
+            }
         }
     }
 
