@@ -164,9 +164,16 @@ public struct SpamModelStore: Sendable {
         if try await version() != nil { return false }
         let locked = try await redis.command("SET", .init(seedLockKey), .init(owner), "NX", "EX", "120")
         guard locked.string == "OK" else { return false }
-        // The lock expires by itself if this process dies or fails here.
-        let seeded = try await version() == nil
-        if seeded { try await replace(with: model) }
+        // Released whether seeding worked or failed (a failed one is retried by the next message at
+        // once, not after the lock's expiry); it expires by itself only if this process dies here.
+        let seeded: Bool
+        do {
+            seeded = try await version() == nil
+            if seeded { try await replace(with: model) }
+        } catch {
+            _ = try? await redis.command("DEL", .init(seedLockKey))
+            throw error
+        }
         _ = try? await redis.command("DEL", .init(seedLockKey))
         return seeded
     }
