@@ -62,6 +62,7 @@ let package = Package(
         .systemLibrary(name: "CClamAV", path: "Shared/CClamAV", pkgConfig: "libclamav",
                        providers: [.apt(["libclamav-dev"])]),
         .systemLibrary(name: "CYara", path: "Shared/CYara", pkgConfig: "yara", providers: [.apt(["libyara-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Shared/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // Shared modules, one concern each.
         .target(name: "SMGSync", path: "Shared/SMGSync", swiftSettings: strict),
@@ -88,7 +89,7 @@ let package = Package(
         .target(name: "SMTPServer", dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, nioSSL, logging],
                 path: "Shared/SMTPServer", swiftSettings: strict),
         .target(name: "SMTPClient",
-                dependencies: ["SMTPProtocol", nioCore, nioPosix, nioHelpers, nioSSL, logging, crypto,
+                dependencies: ["SMTPProtocol", "SMGCore", nioCore, nioPosix, nioHelpers, nioSSL, logging, crypto,
                                .product(name: "NIOTLS", package: "swift-nio"),
                                .product(name: "X509", package: "swift-certificates")],
                 path: "Shared/SMTPClient", swiftSettings: strict),
@@ -115,9 +116,13 @@ let package = Package(
                 dependencies: ["SMGMIME", "SMGCore", "SMGRedis", "SMGStore", crypto, logging,
                                .product(name: "AsyncHTTPClient", package: "async-http-client"), nioCore],
                 path: "Shared/SMGSpam", swiftSettings: strict),
+        .target(name: "SMGTLSPolicy",
+                dependencies: ["SMGCore", "SMGDNS", "SMGRedis", "SMGStore", "SMGNDR", "SMGSync", "SMTPClient", "CZlib", logging, nioCore, nioSSL,
+                               .product(name: "AsyncHTTPClient", package: "async-http-client")],
+                path: "Shared/SMGTLSPolicy", exclude: ["README.md"], swiftSettings: strict),
         .target(name: "SMGDelivery",
-                dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMGNDR", "SMGAccounts", "SMTPClient", "SMTPProtocol", logging,
-                               nioCore, nioPosix],
+                dependencies: ["SMGCore", "SMGRuntime", "SMGStore", "SMGNDR", "SMGAccounts", "SMTPClient", "SMTPProtocol",
+                               "SMGTLSPolicy", "SMGDNS", "SMGRedis", logging, lifecycle, nioCore, nioPosix],
                 path: "Shared/SMGDelivery", swiftSettings: strict),
 
         // Services: small mains.
@@ -129,7 +134,7 @@ let package = Package(
         service("smg-egress-good", "egress-good", ["SMGDelivery", "SMGNDR", "SMGAccounts"]),
         service("smg-egress-bad", "egress-bad", ["SMGDelivery", "SMGNDR", "SMGAccounts"]),
         service("smgctl", "smgctl", ["SMGStore", "SMGNDR", "SMGBus", "SMGRedis", "SMGAccounts", "SMGDKIM", "SMGDKIMKeys", "SMGDNS",
-                                     "SMGSpam", "SMGMIME", nioSSL, crypto]),
+                                     "SMGSpam", "SMGMIME", "SMGTLSPolicy", "SMTPClient", nioSSL, crypto]),
 
         // Benchmarks (run with -c release; see bench/README.md).
         .executableTarget(name: "smg-dns-bench", dependencies: ["SMGDNS", logging], path: "bench/dns",
@@ -178,6 +183,9 @@ let package = Package(
         .testTarget(name: "SMGSpamTests", dependencies: ["SMGSpam", "SMGRedis", "SMGStore", "SMGTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "SMGDeliveryTests", dependencies: ["SMGDelivery", "SMGNDR", "SMGCore", "SMTPProtocol"],
+                    swiftSettings: strict),
+        .testTarget(name: "SMGTLSPolicyTests",
+                    dependencies: ["SMGTLSPolicy", "SMTPClient", "SMGCore", "SMGDNS", "SMGTestSupport", "SMGTestSupportDNS", nioSSL, crypto],
                     swiftSettings: strict),
     ]
 )

@@ -10,7 +10,7 @@ BENCH=0
 [ "${1:-}" = "--bench" ] && BENCH=1
 
 APT_PACKAGES=(
-  pkg-config libzmq3-dev libhiredis-dev libssl-dev   # C libraries the gateway links
+  pkg-config libzmq3-dev libhiredis-dev libssl-dev zlib1g-dev   # C libraries the gateway links
   openssl                                            # certificates for tests and the local run
   libclamav-dev libyara-dev                          # the scanner's two virus engines (ClamAV 1.4, YARA 4.2)
   clamav-testfiles                                   # real test samples for the scanner tests
@@ -45,9 +45,9 @@ fi
 # Python test peers: aiosmtpd (SMTP sink), redis (inspecting the store), pytest (integration tests),
 # dkimpy + pynacl (an independent DKIM verifier, RSA and Ed25519).
 if ! python3 -c "import aiosmtpd, redis, pytest, dkim, nacl" 2>/dev/null; then
-  echo "install-deps: installing Python packages aiosmtpd redis pytest dkimpy pynacl" >&2
-  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd redis pytest dkimpy pynacl 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd redis pytest dkimpy pynacl
+  echo "install-deps: installing Python packages aiosmtpd redis pytest dkimpy pynacl jsonschema" >&2
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd redis pytest dkimpy pynacl jsonschema 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd redis pytest dkimpy pynacl jsonschema
 fi
 
 # ---- optional: benchmark-only tools (bench/relay_compare.py), with --bench -------------------------

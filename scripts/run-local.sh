@@ -107,6 +107,7 @@ The Secure Mail Gateway runs locally.
   Health/metrics:      http://127.0.0.1:9101/healthz … :9106/metrics
   DKIM records:        $VAR/log/dkim-keys.txt (shop.test, and gateway.local for NDRs)
   TLSA for the cert:   $BIN/smgctl tlsa --certificate $VAR/tls/cert.pem --host smg.local.test
+  TLS policy:          $BIN/smgctl tls check signed.test --dns-server 127.0.0.1:5354 --dns-trusted --redis redis://127.0.0.1:6390/0
 Press Ctrl-C to stop.
 INFO
 wait -n "${pids[@]}" || true

@@ -77,11 +77,40 @@ public enum DeliveryKeys {
         "egress.connection_idle_timeout", default: "5s", min: .seconds(0), max: .seconds(300),
         help: "How long an idle connection is kept for the next message to the same destination (0 = no reuse).")
 
+    // Outbound TLS policy (R14–R16, issue 13).
+    public static let dane = ConfigKey<Bool>.bool(
+        "egress.dane", default: true,
+        help: "Use DANE (RFC 7672) where the MX and its TLSA records are DNSSEC-validated; needs dns.trusted with a validating resolver.")
+    public static let mtaSTS = ConfigKey<Bool>.bool(
+        "egress.mta_sts", default: true, help: "Use MTA-STS policies (RFC 8461), fetched over HTTPS and cached in Redis.")
+    public static let mtaSTSPort = ConfigKey<Int>.int(
+        "egress.mta_sts_port", default: 443, range: 1...65535,
+        help: "HTTPS port of mta-sts.<domain> policy hosts (443; another port only for tests).")
+    public static let mtaSTSTimeout = ConfigKey.duration(
+        "egress.mta_sts_timeout", default: "20s", min: .seconds(1), max: .seconds(120),
+        help: "Time limit of one MTA-STS policy fetch (connect, TLS, answer).")
+    public static let tlsProviderRules = ConfigKey<Bool>.bool(
+        "egress.tls_provider_rules", default: true,
+        help: "Always demand verified TLS (else hold) at the big providers' MX hosts (Microsoft 365, Outlook.com, Google, Yahoo, iCloud).")
+    public static let tlsHoldRecheck = ConfigKey.duration(
+        "egress.tls_hold_recheck", default: "15m", min: .seconds(1), max: .seconds(7 * 86400),
+        help: "A message held because a forced TLS rule could not be met is tried again after this (an operator can release it sooner).")
+    public static let tlsReports = ConfigKey<Bool>.bool(
+        "egress.tls_reports", default: true,
+        help: "Count TLS sessions per policy domain and send daily TLS-RPT reports (RFC 8460) to domains that ask for them (good lane).")
+    public static let tlsReportOrganization = ConfigKey<String>.string(
+        "egress.tls_report_organization", default: "Secure Mail Gateway", help: "organization-name of TLS-RPT reports.")
+    public static let tlsReportSubmitter = ConfigKey<String>.string(
+        "egress.tls_report_submitter", default: "",
+        help: "The gateway's own domain in TLS-RPT reports (From, TLS-Report-Submitter); empty = ndr.domain.")
+
     public static let all: [AnyConfigKey] = [
         heloName.erased, sourceAddress.erased, pool.erased, routes.erased, defaultPort.erased, retrySchedule.erased,
         maxLifetime.erased, delayWarning.erased, lease.erased, connectTimeout.erased, commandTimeout.erased,
         dataTimeout.erased, tls.erased, tlsCAFile.erased, allowNonPublic.erased, addressPreference.erased,
         addressFamilies.erased, mxAddressLimit.erased, mxSessionLimit.erased, localNames.erased, localAddresses.erased,
         maxReceived.erased, destinationConcurrency.erased, destinationRate.erased, reuseLimit.erased, idleTimeout.erased,
+        dane.erased, mtaSTS.erased, mtaSTSPort.erased, mtaSTSTimeout.erased, tlsProviderRules.erased, tlsHoldRecheck.erased,
+        tlsReports.erased, tlsReportOrganization.erased, tlsReportSubmitter.erased,
     ] + DNSKeys.all
 }

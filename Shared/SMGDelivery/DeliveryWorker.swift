@@ -5,6 +5,7 @@ public import SMTPClient
 public import SMGNDR
 public import SMGAccounts
 public import SMGDNS
+public import SMGTLSPolicy
 import SMTPProtocol
 import NIOCore
 import Logging
@@ -18,9 +19,11 @@ import Foundation
 /// equals, implicit MX, null MX, loops, non-public addresses). Addresses are tried in order until
 /// one session delivered the group's transaction, at most `egress.mx_address_limit` addresses and
 /// `egress.mx_session_limit` sessions. Each session uses a source address of the lane's pool (in
-/// rotation, drained ones skipped — never the other lane's), opportunistic STARTTLS (a failed
+/// rotation, drained ones skipped — never the other lane's) and the domain's TLS policy
+/// (`TLSPolicyEngine`: DANE > MTA-STS > forced rule > opportunistic STARTTLS, where a failed
 /// handshake is retried once in plaintext), and is kept for the next message to the same
-/// destination. Outcomes follow `DeliveryPlanner`.
+/// destination with the same requirement. A policy that cannot be met defers, or — for a forced
+/// rule — bounces or holds the mail; it never goes out in plaintext. Outcomes follow `DeliveryPlanner`.
 public struct DeliveryWorker: StageWorker {
     public let lane: Lane
     public let routes: RouteTable
@@ -29,7 +32,12 @@ public struct DeliveryWorker: StageWorker {
     let resolver: DNSResolver?
     let pool: SourcePool
     let cache: ConnectionCache
-    let trust: TLSTrust?
+    let trust: TLSTrust
+    /// `egress.tls = may`: STARTTLS wherever offered (else only where a policy demands it).
+    let opportunisticTLS: Bool
+    let tlsPolicy: TLSPolicyEngine?
+    let tlsReports: TLSReportCounter?
+    let holdRecheck: Duration
     let policy: MailDestinationPolicy
     let timeouts: SMTPClientStateMachine.Timeouts
     let connectTimeout: TimeAmount
@@ -42,8 +50,12 @@ public struct DeliveryWorker: StageWorker {
     let brakes: BrakeStore?
 
     public init(lane: Lane, config: Config, ndr: NDRSender? = nil, resolver: DNSResolver? = nil,
-                poolStore: SourcePoolStore? = nil, brakes: BrakeStore? = nil) throws {
+                poolStore: SourcePoolStore? = nil, brakes: BrakeStore? = nil, tlsPolicy: TLSPolicyEngine? = nil,
+                tlsReports: TLSReportCounter? = nil) throws {
         self.lane = lane
+        self.tlsPolicy = tlsPolicy
+        self.tlsReports = tlsReports
+        holdRecheck = try config.get(DeliveryKeys.tlsHoldRecheck)
         self.brakes = brakes
         self.ndr = ndr
         self.resolver = resolver
@@ -77,12 +89,10 @@ public struct DeliveryWorker: StageWorker {
         pool = SourcePool(entries: entries, store: poolStore)
         cache = ConnectionCache(reuseLimit: try config.get(DeliveryKeys.reuseLimit),
                                 idleTimeout: try config.get(DeliveryKeys.idleTimeout))
-        if try config.get(DeliveryKeys.tls) == "none" {
-            trust = nil
-        } else {
-            do { trust = try TLSTrust(extraAnchorsFile: try config.get(DeliveryKeys.tlsCAFile)) } catch {
-                throw ConfigError(key: DeliveryKeys.tlsCAFile.name, source: "config", problem: "\(error)")
-            }
+        // Loaded even with egress.tls = none: a policy that demands TLS still gets it.
+        opportunisticTLS = try config.get(DeliveryKeys.tls) != "none"
+        do { trust = try TLSTrust(extraAnchorsFile: try config.get(DeliveryKeys.tlsCAFile)) } catch {
+            throw ConfigError(key: DeliveryKeys.tlsCAFile.name, source: "config", problem: "\(error)")
         }
         func list(_ key: ConfigKey<String>) throws -> [String] {
             try config.get(key).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -183,26 +193,29 @@ public struct DeliveryWorker: StageWorker {
             let reply = SMTPReply(code: 554, enhanced: "5.4.6", "too many Received headers (\(received)): mail loop")
             for index in open { record(.reply(reply, remoteMTA: nil), index) }
             return await finish(message, recipients, open: open, attempted: attempted, events: events, delivered: false,
-                          relayed: [], leaseLost: false, now: now, context: context)
+                          relayed: [], leaseLost: false, holdReason: nil, now: now, context: context)
         }
 
         var groups: [String: [Int]] = [:]
         for index in open { groups[recipients[index].domain, default: []].append(index) }
         var leaseLost = false
+        var holdReason: String? = nil
         for (domain, indices) in groups.sorted(by: { $0.key < $1.key }) {
             if !leaseLost, context.lease.isLost, !(await context.lease.confirm()) { leaseLost = true }
             if leaseLost { break }
             let outcome = await deliver(group: Group(domain: domain, indices: indices), message: message,
                                         recipients: recipients, context: context, events: &events)
             if outcome.abandoned { leaseLost = true }
+            if let reason = outcome.holdReason { holdReason = holdReason ?? reason }
             for (index, result) in outcome.results { record(result.0, index, facts: result.1) }
         }
         return await finish(message, recipients, open: open, attempted: attempted, events: events, delivered: deliveredAny,
-                      relayed: relayed, leaseLost: leaseLost, now: now, context: context)
+                      relayed: relayed, leaseLost: leaseLost, holdReason: holdReason, now: now, context: context)
     }
 
     func finish(_ message: StoredMessage, _ recipients: [Recipient], open: [Int], attempted: Set<Int>, events: [Event],
-                delivered: Bool, relayed: [DSNRecipient], leaseLost: Bool, now: Date, context: StageContext) async -> StageOutcome {
+                delivered: Bool, relayed: [DSNRecipient], leaseLost: Bool, holdReason: String?, now: Date,
+                context: StageContext) async -> StageOutcome {
         var recipients = recipients
         var events = events
         var fields: [String: String] = [:]
@@ -257,7 +270,15 @@ public struct DeliveryWorker: StageWorker {
                             message.envelope.customer.map(BrakeStore.customerSubject)].compactMap { $0 }
             try? await brakes.recordBounces(subjects: subjects, count: plan.bounced.count)
         }
-        return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: plan.transition,
+        var transition = plan.transition
+        if let holdReason, case .retry = transition {
+            // A forced rule's "hold": out of the queue until an operator releases it or the
+            // recheck (egress.tls_hold_recheck) lets egress try again; never sent in plaintext.
+            transition = .hold(releaseTo: lane.topic)
+            fields["held_reason"] = "TLS required: \(holdReason)"
+            fields["tls_recheck_at"] = Timestamp.format(now.addingTimeInterval(Double(holdRecheck.milliseconds) / 1000))
+        }
+        return StageOutcome(events: events, fields: fields, newMessages: newMessages, transition: transition,
                             externalEffects: delivered)
     }
 
@@ -282,6 +303,8 @@ public struct DeliveryWorker: StageWorker {
     struct GroupOutcome {
         var results: [Int: (AttemptOutcome, [String: JSONValue])] = [:]
         var abandoned = false
+        /// A forced rule with action hold could not be met: why (the message is held).
+        var holdReason: String?
     }
 
     /// Delivers one domain's recipients: routing, then addresses in order until one session took them.
@@ -293,9 +316,12 @@ public struct DeliveryWorker: StageWorker {
         }
         // Where to: a static route, or the domain's mail exchangers.
         var targets: [SMTPTarget] = []
+        var policyTargets: [TLSPolicyEngine.Target] = []
+        let viaMX: Bool
         let destinationKey: String
         if let hop = routes.lookup(domain: group.domain) {
             destinationKey = hop.description
+            viaMX = false
             if DNSIPAddress(parsing: hop.host) != nil {
                 targets = [SMTPTarget(hostname: nil, address: hop.host, port: hop.port)]
             } else if let resolver {
@@ -311,6 +337,7 @@ public struct DeliveryWorker: StageWorker {
             }
         } else {
             destinationKey = group.domain
+            viaMX = true
             guard let resolver else {
                 decideAll(.reply(SMTPReply.noRoute(to: group.domain), remoteMTA: nil), group.indices)
                 return outcome
@@ -329,8 +356,16 @@ public struct DeliveryWorker: StageWorker {
                 return outcome
             case .targets(let list):
                 targets = list.map { SMTPTarget(hostname: $0.host, address: "\($0.address)", port: port) }
+                policyTargets = list.map { TLSPolicyEngine.Target(host: $0.implicitMX && $0.host == "\($0.address)" ? nil : $0.host,
+                                                                  authenticated: $0.authenticated) }
             }
         }
+        if !viaMX {
+            policyTargets = targets.map { TLSPolicyEngine.Target(host: $0.hostname, authenticated: false) }
+        }
+        // The TLS policy, decided once for the group before any connection.
+        let decision = await tlsPolicy?.decide(domain: group.domain, senderDomain: Address.domain(of: message.envelope.sender),
+                                               targets: policyTargets, viaMX: viaMX)
 
         // Limits: a busy or rate-limited destination waits without costing an attempt.
         if let perMinute = rates[group.domain], !(await cache.takeRateToken(group.domain, perMinute: perMinute)) {
@@ -351,26 +386,43 @@ public struct DeliveryWorker: StageWorker {
                       group.indices)
             return outcome
         }
-        outcome = await deliver(group: group, to: targets, destination: destinationKey, message: message,
+        outcome = await deliver(group: group, to: targets, policy: decision, destination: destinationKey, message: message,
                                 recipients: recipients, context: context, events: &events)
         await cache.release(destinationKey)
         return outcome
     }
 
-    /// Tries `targets` in order for the group (holding one of the destination's session slots).
-    func deliver(group: Group, to targets: [SMTPTarget], destination destinationKey: String, message: StoredMessage,
-                 recipients: [Recipient], context: StageContext, events: inout [Event]) async -> GroupOutcome {
+    /// Tries `targets` in order for the group (holding one of the destination's session slots),
+    /// each with the TLS requirement `policy` sets for its host.
+    func deliver(group: Group, to targets: [SMTPTarget], policy: TLSPolicyDecision?, destination destinationKey: String,
+                 message: StoredMessage, recipients: [Recipient], context: StageContext,
+                 events: inout [Event]) async -> GroupOutcome {
         var outcome = GroupOutcome()
         var open = group.indices
         var lastFailure = SMTPReply(code: 451, enhanced: "4.4.1", "no address of \(destinationKey) could be reached")
         var lastRemote: String? = nil
+        /// The last way the TLS policy was not met (decides the action for the recipients left).
+        var policyFailure: TLSPolicyFailure? = nil
         var sessions = 0
         let body = ByteBuffer(bytes: message.outgoingBody)
-        let mode: SMTPClientStateMachine.TLSMode = trust == nil ? .never : .opportunistic
-        for target in targets where !open.isEmpty && sessions < sessionLimit {
+        // RFC 8460's loop guard: sessions that carry a TLS report are never counted in one.
+        let counted = !(message.envelope.isGatewayWritten && HeaderHygiene.count("tls-report-domain", in: message.outgoingBody) > 0)
+        var policyFacts: [String: JSONValue] = [:]
+        if let policy { policyFacts["tls_policy"] = policy.facts }
+        for (position, target) in targets.enumerated() where !open.isEmpty && sessions < sessionLimit {
             if context.lease.isLost, !(await context.lease.confirm()) {
                 outcome.abandoned = true
                 return outcome
+            }
+            let host = policy?.hosts[position]
+            let requirement = host?.requirement ?? .none
+            if let blocked = host?.blocked {
+                // Not even a connection: a failed TLSA lookup, an MX outside the MTA-STS policy.
+                policyFailure = blocked
+                lastFailure = SMTPReply(code: 451, enhanced: "4.7.5", "TLS policy: \(blocked.detail)")
+                lastRemote = nil
+                if counted, let policy { await tlsReports?.count(policy, failure: blocked, target: target, source: nil) }
+                continue
             }
             let (pick, exhausted) = await pool.next(ipv6: target.address.contains(":"), logger: context.logger)
             guard let source = pick else {
@@ -384,12 +436,14 @@ public struct DeliveryWorker: StageWorker {
                                             metadata: ["lane": "\(lane.rawValue)"])
                     // Nobody's fault at the destination: wait without counting attempts (until max_lifetime).
                     let wait = min(Duration.seconds(10), planner.retrySchedule[0])
-                    for index in open { outcome.results[index] = (.postponed(lastFailure, after: wait), [:]) }
+                    for index in open { outcome.results[index] = (.postponed(lastFailure, after: wait), policyFacts) }
                     return outcome
                 }
                 continue   // no source of this family: try the next address
             }
-            let key = ConnectionCache.Key(target: target, source: source.address, tls: trust == nil ? "none" : "may")
+            let mode: SMTPClientStateMachine.TLSMode = opportunisticTLS ? .opportunistic : .never
+            let key = ConnectionCache.Key(target: target, source: source.address,
+                                          tls: requirement.required ? requirement.key : opportunisticTLS ? "may" : "none")
             var session: SMTPSession
             var reused = false
             if let cached = await cache.take(key) {
@@ -398,8 +452,9 @@ public struct DeliveryWorker: StageWorker {
             } else {
                 var opened = await SMTPSession.open(
                     target: target, sourceAddress: source.address, heloName: source.heloName, tlsMode: mode, trust: trust,
-                    timeouts: timeouts, connectTimeout: connectTimeout, group: context.eventLoopGroup, logger: context.logger)
-                if case .failure(let f) = opened, f.tlsHandshakeFailed {
+                    requirement: requirement, timeouts: timeouts, connectTimeout: connectTimeout,
+                    group: context.eventLoopGroup, logger: context.logger)
+                if case .failure(let f) = opened, f.tlsHandshakeFailed, !requirement.required {
                     // Postfix's "may": a broken handshake is retried once without TLS.
                     context.logger.info("TLS handshake failed; retrying in plaintext", metadata: ["target": "\(target)"])
                     opened = await SMTPSession.open(
@@ -412,23 +467,36 @@ public struct DeliveryWorker: StageWorker {
                     if !f.connectFailed { sessions += 1 }
                     lastFailure = f.reply
                     lastRemote = f.connectFailed ? nil : target.hostname ?? target.address
-                    events.append(attemptEvent(message.id, target: target, source: source, tls: nil,
-                                               recipients: open.map { recipients[$0].address }, session: f.reply.description,
-                                               context: context))
+                    if let failure = f.tlsPolicyFailure {
+                        policyFailure = failure
+                        if counted, let policy { await tlsReports?.count(policy, failure: failure, target: target, source: source.address) }
+                    }
+                    var event = attemptEvent(message.id, target: target, source: source, tls: nil,
+                                             recipients: open.map { recipients[$0].address }, session: f.reply.description,
+                                             context: context)
+                    event.facts.merge(policyFacts) { _, new in new }
+                    events.append(event)
                     continue
                 case .success(let s):
                     session = s
                     sessions += 1
                 }
             }
+            // MTA-STS testing: delivered either way, judged for the reports.
+            let testing = host.flatMap { h in policy?.testingFailure(host: h, tls: session.tls) }
+            if !reused, counted, let policy {
+                await tlsReports?.count(policy, failure: testing, target: target, source: source.address)
+            }
             let addresses = open.map { recipients[$0].address }
             let lease = context.lease
             let sent = await session.send(reversePath: message.envelope.sender, recipients: addresses, message: body,
                                           dsn: Self.dsnOptions(message.envelope, addresses),
                                           beforeData: { await lease.confirmBeforeSideEffect() })
-            events.append(attemptEvent(message.id, target: target, source: source, tls: session.tls,
-                                       recipients: addresses, session: sent.sessionFailure?.description ?? "ok",
-                                       reused: reused, context: context))
+            var event = attemptEvent(message.id, target: target, source: source, tls: session.tls,
+                                     recipients: addresses, session: sent.sessionFailure?.description ?? "ok",
+                                     reused: reused, context: context)
+            event.facts.merge(policyFacts) { _, new in new }
+            events.append(event)
             if sent.abandoned {
                 context.logger.warning("lease lost before DATA; not sent", metadata: ["target": "\(target)"])
                 outcome.abandoned = true
@@ -445,6 +513,8 @@ public struct DeliveryWorker: StageWorker {
                     continue
                 }
                 var facts = tlsFacts(session.tls, target: target, source: source)
+                facts.merge(policyFacts) { _, new in new }
+                if let testing { facts["tls_failure"] = .string(testing.type) }
                 facts["next_hop_dsn"] = .bool(session.offersDSN)
                 outcome.results[index] = (.reply(reply, remoteMTA: remote), facts)
             }
@@ -452,10 +522,24 @@ public struct DeliveryWorker: StageWorker {
             if let failure = sent.sessionFailure {
                 lastFailure = failure
                 lastRemote = remote
+                policyFailure = nil
             }
             open = retryElsewhere
         }
-        for index in open { outcome.results[index] = (.reply(lastFailure, remoteMTA: lastRemote), [:]) }
+        var facts = policyFacts
+        if let policyFailure, let policy {
+            // Nowhere could the policy's TLS be made: defer, or what the forced rule says.
+            facts["tls_failure"] = .string(policyFailure.type)
+            switch policy.action {
+            case .defer: break
+            case .reject:
+                lastFailure = SMTPReply(code: 550, enhanced: "5.7.10",
+                                        "TLS required by \(policy.rule.map { "rule \($0.id)" } ?? "policy") and not possible: \(policyFailure.detail)")
+            case .hold:
+                outcome.holdReason = "\(policy.rule.map { "rule \($0.id)" } ?? "policy"): \(policyFailure.detail)"
+            }
+        }
+        for index in open { outcome.results[index] = (.reply(lastFailure, remoteMTA: lastRemote), facts) }
         return outcome
     }
 

@@ -63,6 +63,23 @@ public struct Keyspace: Sendable, Hashable {
     /// STRING counter (with a time to live): failed logins for one login, existing or not (lowercase).
     public func authFailures(login: String) -> String { "\(prefix)authfail:login:\(login.lowercased())" }
 
+    // Outbound TLS policy (SMGTLSPolicy; R14–R16).
+
+    /// STRING (JSON, expires with the policy's max_age): a domain's MTA-STS policy as fetched —
+    /// `{id, policy, fetched, expires}`; shared by every site and egress (RFC 8461 §5).
+    public func mtaSTS(_ domain: String) -> String { "\(prefix)tls:sts:\(domain.lowercased())" }
+    /// HASH: rule id → JSON of a forced TLS rule (`smgctl tls rule`).
+    public var tlsRules: String { "\(prefix)tls:rules" }
+    /// STRING counter: the number part of the next rule id.
+    public var tlsRuleSequence: String { "\(prefix)tls:rules:seq" }
+    /// HASH (expires after 8 days): TLS-RPT session counts of one policy domain on one UTC day
+    /// (`day` = YYYY-MM-DD): `policy` (JSON), `ok`, and `fail|<result-type>|<mx>|<ip>|<source ip>`.
+    public func tlsReport(day: String, domain: String) -> String { "\(prefix)tlsrpt:\(day):\(domain.lowercased())" }
+    /// SET (expires after 8 days): the policy domains counted on `day`.
+    public func tlsReportDomains(day: String) -> String { "\(prefix)tlsrpt:\(day)" }
+    /// STRING (expires after 8 days): set once the reports of `day` were sent (by whichever egress).
+    public func tlsReportSent(day: String) -> String { "\(prefix)tlsrpt:sent:\(day)" }
+
     // DKIM keys (SMGDKIMKeys; written by smgctl, read by the signer).
 
     /// HASH: selector → key record JSON for `domain`.

@@ -30,6 +30,9 @@ public struct SMTPSessionFailure: Error, Sendable {
     public var connectFailed: Bool
     /// The TLS handshake failed (opportunistic mode retries once without TLS).
     public var tlsHandshakeFailed: Bool
+    /// The session did not meet its `TLSRequirement` (STARTTLS missing, handshake or
+    /// certificate check failed): never retried in plaintext.
+    public var tlsPolicyFailure: TLSPolicyFailure? = nil
 }
 
 /// One open SMTP connection, ready for transactions: the pure `SMTPClientStateMachine` driven
@@ -41,6 +44,8 @@ public struct SMTPSession: Sendable {
     public let heloName: String
     public private(set) var machine: SMTPClientStateMachine
     public private(set) var tls: TLSReport?
+    /// What the destination's TLS policy demanded of this session (checked in the handshake).
+    public let requirement: TLSRequirement
     public let openedAt: NIODeadline
     let connection: SMTPClientConnection
     let logger: Logger
@@ -50,9 +55,11 @@ public struct SMTPSession: Sendable {
     public var transactions: Int { machine.transactions }
 
     /// Connects, reads the greeting, says EHLO (HELO as fallback), does STARTTLS per `tlsMode`.
+    /// A `requirement` that is `required` makes STARTTLS mandatory and is checked during the
+    /// handshake: a server that does not meet it gets no SMTP command over the channel.
     public static func open(
         target: SMTPTarget, sourceAddress: String?, heloName: String, tlsMode: SMTPClientStateMachine.TLSMode,
-        trust: TLSTrust?, timeouts: SMTPClientStateMachine.Timeouts, connectTimeout: TimeAmount,
+        trust: TLSTrust?, requirement: TLSRequirement = .none, timeouts: SMTPClientStateMachine.Timeouts, connectTimeout: TimeAmount,
         maxReplyLineLength: Int = 4096, group: any EventLoopGroup, logger: Logger
     ) async -> Result<SMTPSession, SMTPSessionFailure> {
         var logger = logger
@@ -69,17 +76,30 @@ public struct SMTPSession: Sendable {
             return .failure(SMTPSessionFailure(reply: .connectionFailed(host: target.address, port: target.port),
                                                connectFailed: true, tlsHandshakeFailed: false))
         }
-        let mode: SMTPClientStateMachine.TLSMode = trust == nil ? .never : tlsMode
+        let mode: SMTPClientStateMachine.TLSMode = requirement.required ? .required : trust == nil ? .never : tlsMode
         var session = SMTPSession(
             target: target, sourceAddress: sourceAddress, heloName: heloName,
             machine: SMTPClientStateMachine(heloName: heloName, tlsMode: mode, timeouts: timeouts),
-            tls: nil, openedAt: .now(), connection: connection, logger: logger)
+            tls: nil, requirement: requirement, openedAt: .now(), connection: connection, logger: logger)
         var sink = ActionSink()
         await session.drive([], trust: trust, sink: &sink)
         if let failure = sink.sessionFailure {
             await connection.close()
-            return .failure(SMTPSessionFailure(reply: failure, connectFailed: false,
-                                               tlsHandshakeFailed: session.machine.tlsHandshakeFailed))
+            var policyFailure: TLSPolicyFailure? = nil
+            if requirement.required, !session.machine.tlsActive {
+                policyFailure = sink.policyFailure
+                    ?? (session.machine.tlsHandshakeFailed
+                        ? TLSPolicyFailure(type: "validation-failure", detail: "TLS handshake failed")
+                        : failure.enhanced == "4.7.5"   // the machine's "does not offer / refused STARTTLS"
+                        ? TLSPolicyFailure(type: "starttls-not-supported", detail: failure.text) : nil)
+            }
+            var reply = failure
+            if let policyFailure {
+                reply = SMTPReply(code: 451, enhanced: "4.7.5", "TLS policy not met at \(target): \(policyFailure.detail)")
+            }
+            return .failure(SMTPSessionFailure(reply: reply, connectFailed: false,
+                                               tlsHandshakeFailed: session.machine.tlsHandshakeFailed,
+                                               tlsPolicyFailure: policyFailure))
         }
         return .success(session)
     }
@@ -138,6 +158,8 @@ public struct SMTPSession: Sendable {
         var abandoned = false
         var bodySent = false
         var sessionFailure: SMTPReply?
+        /// The handshake's certificate check against the session's `TLSRequirement` failed.
+        var policyFailure: TLSPolicyFailure?
         init(recipients: Int = 0, body: ByteBuffer? = nil, beforeData: (@Sendable () async -> Bool)? = nil) {
             replies = Array(repeating: nil, count: recipients)
             self.body = body
@@ -169,7 +191,7 @@ public struct SMTPSession: Sendable {
                         next = machine.receive(.connectionClosed("\(error)"))
                     }
                 case .startTLS:
-                    next = await handshake(trust: trust)
+                    next = await handshake(trust: trust, sink: &sink)
                 case .confirmData:
                     let yes = await sink.beforeData?() ?? true
                     next = machine.receive(.dataConfirmed(yes))
@@ -200,11 +222,13 @@ public struct SMTPSession: Sendable {
         }
     }
 
-    private mutating func handshake(trust: TLSTrust?) async -> [SMTPClientStateMachine.Action] {
+    private mutating func handshake(trust: TLSTrust?, sink: inout ActionSink) async -> [SMTPClientStateMachine.Action] {
         guard let trust else { return machine.receive(.tlsFailed("no TLS configuration")) }
         let hostname = target.hostname
+        let requirement = self.requirement
         // The verification result, written by the callback on the event loop, read after the handshake.
         let outcome = NIOLockedValueBox<(Bool, String?)>((false, "not verified"))
+        let policyFailure = NIOLockedValueBox<TLSPolicyFailure?>(nil)
         let sni = hostname.flatMap { name -> String? in
             // SNI must be a host name, never an IP literal.
             (name.isEmpty || name.allSatisfy { $0.isNumber || $0 == "." || $0 == ":" }) ? nil : name
@@ -213,8 +237,12 @@ public struct SMTPSession: Sendable {
             promise.completeWithTask {
                 let result = await trust.verify(certificates, hostname: hostname)
                 outcome.withLockedValue { $0 = result }
-                // Opportunistic TLS delivers whatever the verdict (it is recorded); a required policy
-                // that needs verification is enforced by the caller from the report.
+                // Opportunistic TLS delivers whatever the verdict (it is recorded); a policy's
+                // requirement fails the handshake itself, so not even EHLO crosses.
+                if let failure = await requirement.check(certificates, trust: trust, webPKI: result) {
+                    policyFailure.withLockedValue { $0 = failure }
+                    return .failed
+                }
                 return .certificateVerified
             }
         }
@@ -233,6 +261,7 @@ public struct SMTPSession: Sendable {
             return machine.receive(.tlsEstablished)
         } catch {
             logger.info("tls handshake failed", metadata: ["error": "\(error)"])
+            sink.policyFailure = policyFailure.withLockedValue { $0 }
             await connection.close()
             return machine.receive(.tlsFailed("\(error)"))
         }

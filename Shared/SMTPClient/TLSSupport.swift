@@ -3,6 +3,7 @@ import NIOSSL
 import X509
 import Crypto
 import Foundation
+import SMGCore
 
 /// What a TLS session to a next hop turned out to be; recorded in `delivery.attempt` and
 /// `delivered` events (R13).
@@ -83,7 +84,7 @@ public struct TLSTrust: Sendable {
 
     static func fingerprint(_ certificate: NIOSSLCertificate?) -> String? {
         guard let der = try? certificate?.toDERBytes() else { return nil }
-        return SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined()
+        return Hex.lower(SHA256.hash(data: der))
     }
 }
 

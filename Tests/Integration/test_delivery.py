@@ -62,9 +62,10 @@ def ca(tmp_path_factory):
 
 
 @pytest.fixture
-def peers():
-    """The test's SMTP peers. Requested before `gateway` so that they stop after the gateway."""
-    p = Peers(PEER_ADDRESSES)
+def peers(request):
+    """The test's SMTP peers, on the addresses the test module lists in `PEER_ADDRESSES` (other
+    modules import this fixture). Requested before `gateway` so that they stop after the gateway."""
+    p = Peers(getattr(request.module, "PEER_ADDRESSES", PEER_ADDRESSES))
     yield p
     p.stop()
     assert [e for peer in p.all for e in peer.errors] == [], "a test peer failed"
@@ -72,7 +73,7 @@ def peers():
 
 @pytest.fixture
 def bounces(peers):
-    """The MX of customer.test: where NDRs to the senders arrive."""
+    """The MX of customer.test: where NDRs (and TLS reports) to …@customer.test arrive."""
     return peers.add("127.0.0.30", "mx.customer.test")
 
 
