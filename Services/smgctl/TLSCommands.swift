@@ -144,7 +144,8 @@ struct TLSCommand: AsyncParsableCommand {
             }
             let fetcher = MTASTSFetcher(resolver: resolver, caFile: lookup.trustFile, port: lookup.mtaStsPort)
             let engine = TLSPolicyEngine(resolver: resolver,
-                                         sts: MTASTSPolicySource(fetcher: fetcher, redis: redis, keys: keys, logger: logger),
+                                         sts: MTASTSPolicySource(fetcher: fetcher, redis: redis, keys: keys, logger: logger,
+                                                                 storesPolicies: false),
                                          rules: ForcedTLSRuleStore(redis: redis, keys: keys))
             let senderDomain = sender.contains("@") ? Address.domain(of: sender) : sender.lowercased()
             let decision = await engine.decide(domain: domain, senderDomain: senderDomain,

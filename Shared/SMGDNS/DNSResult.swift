@@ -10,9 +10,10 @@
 /// - `timeout`: no usable response from any server in all tries. Temporary: SMTP 451.
 /// - `refused`, `formerr`: the servers refused or did not understand the query. Temporary.
 ///
-/// For DANE: only `answer(authenticated: true)` enables DANE and only
-/// `nxdomain/nodata(authenticated: true)` proves there is no TLSA; every other case must be
-/// treated as a lookup failure, never as "no TLSA" (RFC 7672 §2.2).
+/// For DANE (RFC 7672 §2.2): only `answer(authenticated: true)` enables DANE; a denial, or an
+/// unauthenticated answer from the trusted validating resolver (an insecure zone: bogus ones come
+/// back as SERVFAIL), means no DANE; `servfail`/`timeout`/`refused`/`formerr` are lookup failures,
+/// never "no TLSA".
 public enum DNSResult<Value: Sendable>: Sendable {
     case answer(Value, authenticated: Bool, ttl: UInt32)
     case nxdomain(authenticated: Bool)

@@ -403,10 +403,15 @@ public struct DeliveryWorker: StageWorker {
         var lastRemote: String? = nil
         /// The last way the TLS policy was not met (decides the action for the recipients left).
         var policyFailure: TLSPolicyFailure? = nil
+        /// A host failed for another reason (unreachable, 4xx, a DNS lookup that may work later):
+        /// then the forced rule's reject or hold does not apply yet — the mail is deferred.
+        var otherFailure = false
         var sessions = 0
         let body = ByteBuffer(bytes: message.outgoingBody)
-        // RFC 8460's loop guard: sessions that carry a TLS report are never counted in one.
-        let counted = !(message.envelope.isGatewayWritten && HeaderHygiene.count("tls-report-domain", in: message.outgoingBody) > 0)
+        // RFC 8460: sessions that carry a TLS report are never counted in one (loop guard), and
+        // reports are delivered despite TLS failures (§5.3): opportunistic, whatever the policy.
+        let isReport = message.envelope.isGatewayWritten && HeaderHygiene.count("tls-report-domain", in: message.outgoingBody) > 0
+        let counted = !isReport
         var policyFacts: [String: JSONValue] = [:]
         if let policy { policyFacts["tls_policy"] = policy.facts }
         for (position, target) in targets.enumerated() where !open.isEmpty && sessions < sessionLimit {
@@ -414,11 +419,12 @@ public struct DeliveryWorker: StageWorker {
                 outcome.abandoned = true
                 return outcome
             }
-            let host = policy?.hosts[position]
+            let host = isReport ? nil : policy?.hosts[position]
             let requirement = host?.requirement ?? .none
             if let blocked = host?.blocked {
                 // Not even a connection: a failed TLSA lookup, an MX outside the MTA-STS policy.
                 policyFailure = blocked
+                if host?.tlsaStatus.hasPrefix("failed") == true { otherFailure = true }
                 lastFailure = SMTPReply(code: 451, enhanced: "4.7.5", "TLS policy: \(blocked.detail)")
                 lastRemote = nil
                 if counted, let policy { await tlsReports?.count(policy, failure: blocked, target: target, source: nil) }
@@ -470,6 +476,8 @@ public struct DeliveryWorker: StageWorker {
                     if let failure = f.tlsPolicyFailure {
                         policyFailure = failure
                         if counted, let policy { await tlsReports?.count(policy, failure: failure, target: target, source: source.address) }
+                    } else {
+                        otherFailure = true
                     }
                     var event = attemptEvent(message.id, target: target, source: source, tls: nil,
                                              recipients: open.map { recipients[$0].address }, session: f.reply.description,
@@ -522,15 +530,16 @@ public struct DeliveryWorker: StageWorker {
             if let failure = sent.sessionFailure {
                 lastFailure = failure
                 lastRemote = remote
-                policyFailure = nil
+                otherFailure = true
             }
             open = retryElsewhere
         }
         var facts = policyFacts
         if let policyFailure, let policy {
-            // Nowhere could the policy's TLS be made: defer, or what the forced rule says.
+            // The policy's TLS could not be made: defer — or, when every host tried failed the
+            // policy itself (none was merely unreachable), what the forced rule says.
             facts["tls_failure"] = .string(policyFailure.type)
-            switch policy.action {
+            switch otherFailure ? .defer : policy.action {
             case .defer: break
             case .reject:
                 lastFailure = SMTPReply(code: 550, enhanced: "5.7.10",

@@ -16,7 +16,7 @@ public struct MTASTSRecord: Sendable, Hashable {
     /// The record among a name's TXT records: exactly one must start with `v=STSv1`; more than
     /// one, or an invalid one, means there is no policy (§3.1).
     public static func parse(_ records: [String]) -> MTASTSRecord? {
-        let candidates = records.filter { $0.hasPrefix("v=STSv1") }
+        let candidates = records.filter { $0.hasPrefix("v=STSv1;") || $0 == "v=STSv1" || $0.hasPrefix("v=STSv1 ") }
         guard candidates.count == 1 else { return nil }
         var id: String?
         for field in candidates[0].split(separator: ";") {
@@ -71,7 +71,7 @@ public struct MTASTSPolicy: Sendable, Hashable, Codable {
         }
         guard version == "STSv1" else { throw ParseError(description: "version is not STSv1") }
         guard let mode, let m = Mode(rawValue: mode) else { throw ParseError(description: "mode is not enforce, testing or none") }
-        guard let maxAge, (1...10).contains(maxAge.count), maxAge.allSatisfy(\.isASCII), let age = Int(maxAge), age >= 0 else {
+        guard let maxAge, (1...10).contains(maxAge.count), maxAge.allSatisfy({ $0.isASCII && $0.isNumber }), let age = Int(maxAge) else {
             throw ParseError(description: "max_age is missing or not a number")
         }
         if m != .none && mx.isEmpty { throw ParseError(description: "no mx pattern") }
@@ -215,12 +215,22 @@ public struct MTASTSPolicySource: Sendable {
     /// The policies this process last saw, used only while Redis cannot be read: a Redis outage
     /// must not turn an enforced domain opportunistic when its policy host is down too.
     let seen = Locked<[String: MTASTSCacheEntry]>([:])
+    /// Fetches that failed (domain + TXT id → when): not tried again for `retryFailedFetch`, so a
+    /// black-holed policy host does not cost every message to that domain a fetch timeout.
+    let failedFetches = Locked<[String: (Date, MTASTSFetcher.FetchError)]>([:])
+    /// False for `smgctl tls check`: look, do not write the shared cache.
+    let storesPolicies: Bool
+    public static let retryFailedFetch: TimeInterval = 600
+    /// A cached policy is refetched after this even when its id did not change (RFC 8461 §10.2:
+    /// refresh well before max_age runs out, so an attacker blocking one fetch gains nothing).
+    public static let refreshAfter: TimeInterval = 86400
 
-    public init(fetcher: MTASTSFetcher, redis: RedisClient, keys: Keyspace, logger: Logger) {
+    public init(fetcher: MTASTSFetcher, redis: RedisClient, keys: Keyspace, logger: Logger, storesPolicies: Bool = true) {
         self.fetcher = fetcher
         self.redis = redis
         self.keys = keys
         self.logger = logger
+        self.storesPolicies = storesPolicies
     }
 
     public func cached(_ domain: String, now: Date = Date()) async -> MTASTSCacheEntry? {
@@ -257,24 +267,34 @@ public struct MTASTSPolicySource: Sendable {
             return fromCache(nil)
         }
         guard let record = MTASTSRecord.parse(records.map(\.joined)) else { return fromCache(nil) }
-        if let cached, cachedPolicy != nil, cached.id == record.id { return fromCache(nil) }
+        if let cached, cachedPolicy != nil, cached.id == record.id,
+           Double(cached.fetched) + Self.refreshAfter > now.timeIntervalSince1970 {
+            return fromCache(nil)
+        }
+        let attempt = "\(domain) \(record.id)"
+        if let (at, error) = failedFetches.withLock({ $0[attempt] }), now.timeIntervalSince(at) < Self.retryFailedFetch {
+            return fromCache(error)
+        }
         let text: String
         let policy: MTASTSPolicy
         do {
             text = try await fetcher.fetch(domain: domain)
             policy = try MTASTSPolicy.parse(text)
-        } catch let error as MTASTSFetcher.FetchError {
-            logger.info("MTA-STS policy fetch failed", metadata: ["domain": "\(domain)", "error": "\(error)"])
-            return fromCache(error)
         } catch {
-            let failure = MTASTSFetcher.FetchError(type: "sts-policy-invalid", description: "policy of \(domain): \(error)")
-            logger.info("MTA-STS policy invalid", metadata: ["domain": "\(domain)", "error": "\(error)"])
+            let failure = error as? MTASTSFetcher.FetchError
+                ?? MTASTSFetcher.FetchError(type: "sts-policy-invalid", description: "policy of \(domain): \(error)")
+            logger.info("MTA-STS policy fetch failed", metadata: ["domain": "\(domain)", "error": "\(failure)"])
+            failedFetches.withLock {
+                if $0.count >= 10_000 { $0.removeAll() }
+                $0[attempt] = (now, failure)
+            }
             return fromCache(failure)
         }
+        failedFetches.withLock { _ = $0.removeValue(forKey: attempt) }
         let fetched = Int(now.timeIntervalSince1970)
         let entry = MTASTSCacheEntry(id: record.id, policy: text, fetched: fetched, expires: fetched + max(policy.maxAge, 1))
         remember(domain, entry)
-        if let json = try? JSONEncoder().encode(entry) {
+        if storesPolicies, let json = try? JSONEncoder().encode(entry) {
             _ = try? await redis.command(["SET", .init(keys.mtaSTS(domain)), .init(String(decoding: json, as: UTF8.self)),
                                           "EX", .init(max(policy.maxAge, 1))])
         }

@@ -131,8 +131,12 @@ public struct TLSPolicyEngine: Sendable {
                     if let failure = t.failure { host.blocked = failure }
                     if let records = t.records {
                         host.tlsa = records
-                        host.requirement = TLSRequirement(required: true, dane: records.filter(\.isUsableForSMTP),
-                                                          daneNames: [name])
+                        let usable = records.filter(\.isUsableForSMTP)
+                        // Only unusable records (RFC 7672 §2.2): TLS is mandatory but not DANE-authenticated,
+                        // so MTA-STS and rules below still add their checks.
+                        host.requirement = usable.isEmpty ? TLSRequirement(required: true)
+                            : TLSRequirement(required: true, dane: usable, daneNames: [name])
+                        if usable.isEmpty { host.tlsaStatus = "dane: no usable TLSA record (TLS required, any certificate)" }
                     }
                 }
             }
@@ -141,7 +145,8 @@ public struct TLSPolicyEngine: Sendable {
                 switch policy.mode {
                 case .enforce:
                     if let name = target.host, policy.matches(name) {
-                        host.requirement = TLSRequirement(required: true, verifyNames: [name])
+                        host.requirement.required = true
+                        host.requirement.verifyNames = [name]
                     } else {
                         host.blocked = TLSPolicyFailure(
                             type: "validation-failure",

@@ -94,7 +94,7 @@ public enum TLSRPT {
     /// The `mailto:` addresses of a `_smtp._tls` TXT record set (`v=TLSRPTv1; rua=mailto:…,https:…`);
     /// nil when there is no valid record (exactly one must start with `v=TLSRPTv1`).
     public static func mailtoAddresses(_ records: [String]) -> [String]? {
-        let candidates = records.filter { $0.hasPrefix("v=TLSRPTv1") }
+        let candidates = records.filter { $0.hasPrefix("v=TLSRPTv1;") || $0.hasPrefix("v=TLSRPTv1 ") }
         guard candidates.count == 1 else { return nil }
         var out: [String] = []
         for field in candidates[0].split(separator: ";") {
@@ -168,8 +168,9 @@ public enum TLSRPT {
         let start = Int(ISO8601DateFormatter().date(from: "\(day)T00:00:00Z")?.timeIntervalSince1970 ?? 0)
         let end = start + 86399
         let reportID = "\(day)_\(domain)@\(submitter)"
-        let boundary = "tlsrpt-\(abs(reportID.hashValue))"
-        let filename = "\(submitter)!\(domain)!\(start)!\(end)!\(day).json.gz"
+        let boundary = "=_tlsrpt_\(UInt64.random(in: 0...UInt64.max))"
+        // RFC 8460 §5.3: submitter!policy-domain!begin!end[!unique-id].json.gz, unique-id alphanumeric.
+        let filename = "\(submitter)!\(domain)!\(start)!\(end)!\(day.filter(\.isNumber)).json.gz"
         let date = Timestamp.rfc5322(now)
         var b64 = Data(gz).base64EncodedString()
         var lines: [String] = []

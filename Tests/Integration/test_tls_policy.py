@@ -46,6 +46,7 @@ HTTPS server on its own port, given as egress.mta_sts_port):
   127.0.0.60   mx.reject.forced.test    no STARTTLS; rule encrypt / reject
   127.0.0.61   mx.hold.forced.test      no STARTTLS, later restarted with STARTTLS; rule verify / hold
   127.0.0.62   mx.fp.forced.test        self-signed cert; rule fingerprint
+  127.0.0.63   mx.backup.forced.test    no STARTTLS; rule encrypt / reject; MX 20 mx-down (.64) refuses
   127.0.0.79   mta-sts.<d>.sts.test     the HTTPS policy server (one cert naming every mta-sts host)
 
 "No plaintext" invariant, checked at every policy peer: every message it got came over TLS, no
@@ -228,6 +229,10 @@ hold              MX    10 mx.hold
 mx.hold           A     127.0.0.61
 fp                MX    10 mx.fp
 mx.fp             A     127.0.0.62
+backup            MX    10 mx.backup
+backup            MX    20 mx-down.backup
+mx.backup         A     127.0.0.63
+mx-down.backup    A     127.0.0.64
 """,
     ("customer.test", "unsigned"): (DELIVERY_ZONES / "customer.test.zone").read_text() + f"""
 ; TLS reporting for the senders' domain too: a report mail that were counted would show up in
@@ -694,6 +699,25 @@ def test_forced_tls_reject_bounces_when_the_peer_has_no_starttls(peers, gateway,
     fields = blocks[rcpt]
     assert fields["action"] == "failed" and fields["status"] == STATUS_FORCED_REJECT, fields
     assert "tls" in fields.get("diagnostic-code", "").lower(), fields
+    assert_refused(peer)
+    assert_no_plaintext(peer)
+
+
+def test_forced_tls_reject_waits_while_another_mx_was_only_unreachable(peers, gateway, dns, bounces, sts):
+    """Reject is for "TLS cannot be made", not for "one MX lacks TLS and the other is down": then
+    the mail is deferred (the other MX may offer TLS when it is back)."""
+    peer = peers.add("127.0.0.63", "mx.backup.forced.test")          # MX 10, no STARTTLS; MX 20 refuses
+    rule = add_rule(gateway, "--recipient", "backup.forced.test", "--level", "encrypt", "--action", "reject")
+    start(gateway, policy_env(dns, peers, sts))
+    rcpt = "user@backup.forced.test"
+    mid = send(gateway, "forced-reject-backup", [rcpt])
+    def deferred():
+        return [e for e in gateway.trace(mid) if e["type"] == EV_DEFERRED]
+    [first, *_] = wait_until(deferred, 45, interval=0.3, what="a deferral")
+    assert first["facts"][F_REPLY].startswith("4"), first      # the last host's reply: unreachable
+    assert tls_failure(first) == STARTTLS_MISSING, first
+    check_policy(gateway.trace(mid), rcpt, MODE_FORCED, rule=rule, action="reject")
+    assert final_outcomes(gateway, mid) == {}, "not bounced"
     assert_refused(peer)
     assert_no_plaintext(peer)
 

@@ -26,6 +26,7 @@ final class MTASTSPolicyTests: XCTestCase {
             "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 12345678901", // 11 digits
             "version: STSv1\nmode: enforce\nmax_age: 100",                       // no mx
             "version: STSv1\nmode: enforce\nmx: a.*.example\nmax_age: 100",      // wildcard not leftmost
+            "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: +100",      // digits only
             "<html>not a policy</html>",
         ]
         for text in cases {
@@ -56,6 +57,7 @@ final class MTASTSPolicyTests: XCTestCase {
         XCTAssertNil(MTASTSRecord.parse(["v=STSv1; id=a", "v=STSv1; id=b"]), "two records: no policy")
         XCTAssertNil(MTASTSRecord.parse(["v=STSv1; id=not-alnum"]))
         XCTAssertNil(MTASTSRecord.parse(["v=STSv1;"]))
+        XCTAssertNil(MTASTSRecord.parse(["v=STSv10; id=abc"]), "another version")
         XCTAssertNil(MTASTSRecord.parse(["id=abc; v=STSv1"]), "v= must come first")
         XCTAssertNil(MTASTSRecord.parse(["v=STSv1; id=" + String(repeating: "a", count: 33)]))
     }

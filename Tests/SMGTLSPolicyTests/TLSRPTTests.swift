@@ -11,6 +11,7 @@ final class TLSRPTTests: XCTestCase {
         XCTAssertEqual(TLSRPT.mailtoAddresses(["v=TLSRPTv1;rua=mailto:a%40b@example.com, mailto:c@example.com?subject=x"]),
                        ["a@b@example.com", "c@example.com"])
         XCTAssertNil(TLSRPT.mailtoAddresses(["v=spf1 -all"]))
+        XCTAssertNil(TLSRPT.mailtoAddresses(["v=TLSRPTv10; rua=mailto:a@b"]))
         XCTAssertNil(TLSRPT.mailtoAddresses(["v=TLSRPTv1; rua=mailto:a@b", "v=TLSRPTv1; rua=mailto:c@d"]))
         XCTAssertEqual(TLSRPT.mailtoAddresses(["v=TLSRPTv1; rua=https://only.example/"]), [])
     }
@@ -45,7 +46,7 @@ final class TLSRPTTests: XCTestCase {
                                                 from: "r <r@gw.test>", to: ["a@example.com"], now: Date()), as: UTF8.self)
         XCTAssertTrue(mail.contains("Content-Type: multipart/report; report-type=\"tlsrpt\""))
         XCTAssertTrue(mail.contains("TLS-Report-Domain: example.com\r\n"))
-        XCTAssertTrue(mail.contains("filename=\"gw.test!example.com!1796428800!1796515199!"))
+        XCTAssertTrue(mail.contains("filename=\"gw.test!example.com!1796428800!1796515199!20261205.json.gz\""))
         let gz = TLSRPT.gzip(Array(report.jsonText.utf8))
         XCTAssertEqual(Array(gz.prefix(2)), [0x1f, 0x8b])
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlsrpt-\(UUID())")
