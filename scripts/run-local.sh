@@ -87,7 +87,7 @@ fi
 python3 "$ROOT/deploy/local/sink.py" --port 2526 --dir "$VAR/sink" >>"$VAR/log/sink.log" 2>&1 &
 pids+=($!)
 
-for svc in ingress scanner classifier signer egress-good egress-bad; do
+for svc in ingress scanner classifier signer egress-good egress-bad blacklist-monitor; do
   "$BIN/smg-$svc" --config "$ROOT/deploy/local/$svc.yaml" >>"$VAR/log/$svc.log" 2>&1 &
   pids+=($!)
 done
@@ -104,10 +104,11 @@ The Secure Mail Gateway runs locally.
   One message's story: $BIN/smgctl trace <id from the 250 reply> --redis redis://127.0.0.1:6390/0
   Queues:              $BIN/smgctl queue --redis redis://127.0.0.1:6390/0
   Logs:                $VAR/log/
-  Health/metrics:      http://127.0.0.1:9101/healthz … :9106/metrics
+  Health/metrics:      http://127.0.0.1:9101/healthz … :9107/metrics
   DKIM records:        $VAR/log/dkim-keys.txt (shop.test, and gateway.local for NDRs)
   TLSA for the cert:   $BIN/smgctl tlsa --certificate $VAR/tls/cert.pem --host smg.local.test
   TLS policy:          $BIN/smgctl tls check signed.test --dns-server 127.0.0.1:5354 --dns-trusted --redis redis://127.0.0.1:6390/0
+  Blocklist listings:  $BIN/smgctl blacklist status --redis redis://127.0.0.1:6390/0
 Press Ctrl-C to stop.
 INFO
 wait -n "${pids[@]}" || true

@@ -97,24 +97,7 @@ struct TLSCommand: AsyncParsableCommand {
         @Option(name: .long, help: "HTTPS port of MTA-STS policy hosts.") var mtaStsPort = 443
 
         func resolver() throws -> DNSResolver {
-            var logger = Logger(label: "smgctl.dns")
-            logger.logLevel = .warning
-            let env = ProcessInfo.processInfo.environment
-            let trusted = dnsTrusted || env["SMG_DNS_TRUSTED"] == "true"
-            let list = dnsServer ?? env["SMG_DNS_SERVERS"] ?? ""
-            var configuration: DNSResolverConfiguration
-            if list.isEmpty {
-                configuration = try DNSResolverConfiguration.fromResolvConf()
-            } else {
-                var servers: [DNSResolverConfiguration.Server] = []
-                for item in list.split(separator: ",") {
-                    do { servers.append(try .init(parsing: item.trimmingCharacters(in: .whitespaces), trusted: trusted)) } catch {
-                        throw ValidationError("--dns-server: \(error)")
-                    }
-                }
-                configuration = DNSResolverConfiguration(servers: servers)
-            }
-            return try DNSResolver(configuration: configuration, cache: nil, logger: logger)
+            try TLSCommand.resolver(servers: dnsServer, trusted: dnsTrusted || ProcessInfo.processInfo.environment["SMG_DNS_TRUSTED"] == "true")
         }
 
         var trustFile: String? { caFile ?? ProcessInfo.processInfo.environment["SMG_EGRESS_TLS_CA_FILE"] }
@@ -235,6 +218,27 @@ struct TLSCommand: AsyncParsableCommand {
             let built = try await sender.build(day: day)
             print(String(decoding: try TLSCommand.encoder.encode(built.map(\.report)), as: UTF8.self))
         }
+    }
+
+    /// A resolver for smgctl: `servers` (host:port, comma-separated), else `$SMG_DNS_SERVERS`,
+    /// else /etc/resolv.conf; no cache (an operator asks for what DNS says now).
+    static func resolver(servers: String?, trusted: Bool) throws -> DNSResolver {
+        var logger = Logger(label: "smgctl.dns")
+        logger.logLevel = .warning
+        let list = servers ?? ProcessInfo.processInfo.environment["SMG_DNS_SERVERS"] ?? ""
+        var configuration: DNSResolverConfiguration
+        if list.isEmpty {
+            configuration = try DNSResolverConfiguration.fromResolvConf()
+        } else {
+            var parsed: [DNSResolverConfiguration.Server] = []
+            for item in list.split(separator: ",") {
+                do { parsed.append(try .init(parsing: item.trimmingCharacters(in: .whitespaces), trusted: trusted)) } catch {
+                    throw ValidationError("--dns-server: \(error)")
+                }
+            }
+            configuration = DNSResolverConfiguration(servers: parsed)
+        }
+        return try DNSResolver(configuration: configuration, cache: nil, logger: logger)
     }
 
     static var encoder: JSONEncoder {

@@ -119,6 +119,15 @@ public enum EventType {
     public static let accountReleased = "account.released"
     /// An operator taught the spam model a message (`smgctl train --id`).
     public static let spamTrained = "spam.trained"
+    /// The blacklist monitor (R19): a run, a new listing, a lifted one, a zone that could not be
+    /// asked, the drain and undrain of a listed good address, every good address listed.
+    public static let blacklistRun = "blacklist.run"
+    public static let blacklistListed = "blacklist.listed"
+    public static let blacklistCleared = "blacklist.cleared"
+    public static let blacklistCheckFailed = "blacklist.check_failed"
+    public static let blacklistDrained = "blacklist.drained"
+    public static let blacklistUndrained = "blacklist.undrained"
+    public static let blacklistAllGoodListed = "blacklist.all_good_listed"
 }
 
 /// RFC 3339 UTC timestamps with milliseconds, the one time format of logs and events.

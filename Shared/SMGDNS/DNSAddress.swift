@@ -54,8 +54,20 @@ public enum DNSReverseName {
     /// `"192.0.2.1"` → `1.2.0.192.in-addr.arpa`, `"2001:db8::1"` → nibble form under ip6.arpa.
     /// Throws ``DNSError/Code/invalidAddress`` for anything that is not an IP literal.
     public static func name(for ip: String) throws -> DNSName {
+        let (labels, v6) = try reversedLabels(ip)
+        return try DNSName(labels + (v6 ? ".ip6.arpa" : ".in-addr.arpa"))
+    }
+
+    /// The same reversed form under another zone, as DNS blocklists are asked (RFC 5782 §2.1,
+    /// §2.4): `"192.0.2.1"` in `zen.example` → `1.2.0.192.zen.example`; IPv6 in nibble form.
+    public static func name(for ip: String, in zone: String) throws -> DNSName {
+        try DNSName(try reversedLabels(ip).labels + "." + zone)
+    }
+
+    /// Reversed octets (IPv4) or nibbles (IPv6), dot-separated, and whether it was IPv6.
+    static func reversedLabels(_ ip: String) throws -> (labels: String, v6: Bool) {
         if let v4 = DNSIPv4Address(ip) {
-            return try DNSName(v4.octets.reversed().map(String.init).joined(separator: ".") + ".in-addr.arpa")
+            return (v4.octets.reversed().map(String.init).joined(separator: "."), false)
         }
         if let v6 = DNSIPv6Address(ip) {
             let hex = Array("0123456789abcdef")
@@ -64,7 +76,7 @@ public enum DNSReverseName {
                 nibbles.append(String(hex[Int(b & 0xF)]))
                 nibbles.append(String(hex[Int(b >> 4)]))
             }
-            return try DNSName(nibbles.joined(separator: ".") + ".ip6.arpa")
+            return (nibbles.joined(separator: "."), true)
         }
         throw DNSError(.invalidAddress, "not an IP address: \(ip)")
     }

@@ -21,7 +21,8 @@ public enum DNSKeys {
 
 extension GatewayProcess {
     /// The process's DNS resolver, from `dns.*`.
-    public func makeResolver() throws -> DNSResolver {
+    /// `cache`: the process-wide cache by default; nil for lookups that must be fresh (blocklists).
+    public func makeResolver(cache: DNSCache? = DNSCache.shared) throws -> DNSResolver {
         let list = try config.get(DNSKeys.servers)
         let trusted = try config.get(DNSKeys.trusted)
         var configuration: DNSResolverConfiguration
@@ -42,6 +43,6 @@ extension GatewayProcess {
         }
         configuration.timeout = .milliseconds(Int64(try config.get(DNSKeys.timeout).milliseconds))
         configuration.attempts = try config.get(DNSKeys.attempts)
-        return try DNSResolver(configuration: configuration, group: group, logger: logger)
+        return try DNSResolver(configuration: configuration, cache: cache, group: group, logger: logger)
     }
 }

@@ -43,6 +43,18 @@ public struct Keyspace: Sendable, Hashable {
     /// HASH: source address → JSON `{reason, by, at}` of egress source addresses an operator (or
     /// the blacklist monitor) drained: egress sends nothing from them until undrained (R17).
     public var drainedSources: String { "\(prefix)pool:drained" }
+    /// HASH: source address → JSON `{lane, helo, seen}`: every egress announces its pool (every
+    /// minute); the blacklist monitor checks these addresses.
+    public var poolMembers: String { "\(prefix)pool:members" }
+
+    // Blacklist monitor (R19).
+
+    /// HASH: `"<address> <zone>"` → JSON listing (state open|requested|cleared, code, reason, delisting URL, times).
+    public var blacklistListings: String { "\(prefix)blacklist:listings" }
+    /// STRING with a time to live: the owner token of the monitor instance running a check now.
+    public var blacklistLock: String { "\(prefix)blacklist:lock" }
+    /// STRING (expires after 3 days): a check run that is done (`daily:<local day>`, `hourly:<UTC hour>`).
+    public func blacklistRun(_ run: String) -> String { "\(prefix)blacklist:done:\(run)" }
 
     // Accounts (SMGAccounts; written by smgctl, read by ingress).
 

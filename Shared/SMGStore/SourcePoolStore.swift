@@ -43,6 +43,45 @@ public struct SourcePoolStore: Sendable {
         return (reply.int ?? 0) > 0
     }
 
+    /// A source address an egress uses, as it announces it (for the blacklist monitor).
+    public struct Member: Sendable, Hashable, Codable {
+        public var lane: String
+        public var helo: String
+        /// Milliseconds since 1970 of the last announcement.
+        public var seen: Int64
+        public init(lane: String, helo: String, seen: Int64) {
+            self.lane = lane
+            self.helo = helo
+            self.seen = seen
+        }
+    }
+
+    /// Records that an egress of `lane` sends from these addresses (address → HELO name).
+    public func announce(lane: String, addresses: [(address: String, helo: String)], now: Date = Date()) async throws {
+        guard !addresses.isEmpty else { return }
+        var command: [RedisArg] = ["HSET", .init(keys.poolMembers)]
+        for a in addresses {
+            let member = Member(lane: lane, helo: a.helo, seen: Int64(now.timeIntervalSince1970 * 1000))
+            command += [.init(a.address), .init(String(decoding: try JSONEncoder().encode(member), as: UTF8.self))]
+        }
+        _ = try await redis.command(command)
+    }
+
+    /// Every announced source address.
+    public func members() async throws -> [String: Member] {
+        let items = try await redis.command("HGETALL", .init(keys.poolMembers)).array ?? []
+        var out: [String: Member] = [:]
+        var index = 0
+        while index + 1 < items.count {
+            if let address = items[index].string, let bytes = items[index + 1].bytes,
+               let member = try? JSONDecoder().decode(Member.self, from: Data(bytes)) {
+                out[address] = member
+            }
+            index += 2
+        }
+        return out
+    }
+
     /// Every drained address with why; an entry that does not parse still counts as drained.
     public func drained() async throws -> [String: Drain] {
         let reply = try await redis.command("HGETALL", .init(keys.drainedSources))

@@ -28,18 +28,21 @@ extension TLSPolicyEngine {
     }
 }
 
-/// An egress's TLS chores: releases its lane's messages held for TLS once their recheck time has
-/// come (every 10 s), and — in the good lane — sends yesterday's TLS-RPT reports once per day for
-/// the whole gateway (checked hourly; `Keyspace.tlsReportSent` makes it once).
-public struct TLSHousekeeping: Service {
+/// An egress's chores: announces its source addresses for the blacklist monitor (every minute),
+/// releases its lane's messages held for TLS once their recheck time has come (every 10 s), and —
+/// in the good lane — sends yesterday's TLS-RPT reports once per day for the whole gateway
+/// (checked hourly; `Keyspace.tlsReportSent` makes it once).
+public struct EgressHousekeeping: Service {
     let lane: Lane
+    let pool: [SourceAddress]
     let admin: QueueAdmin
     let store: MessageStore
     let reports: TLSReportSender?
     let logger: Logger
 
-    public init(lane: Lane, process: GatewayProcess, resolver: DNSResolver?) throws {
+    public init(lane: Lane, pool: [SourceAddress], process: GatewayProcess, resolver: DNSResolver?) throws {
         self.lane = lane
+        self.pool = pool
         store = process.store
         admin = QueueAdmin(store: process.store, site: process.site, process: process.instance)
         logger = process.logger
@@ -64,7 +67,18 @@ public struct TLSHousekeeping: Service {
 
     func loop() async {
         var lastReportCheck = ContinuousClock.now - .seconds(3600)
+        var lastAnnounce = ContinuousClock.now - .seconds(60)
+        let pools = SourcePoolStore(redis: store.redis, keys: store.keys)
+        let announced = pool.compactMap { s in s.address.map { (address: $0, helo: s.heloName) } }
         while !Task.isCancelled {
+            if ContinuousClock.now - lastAnnounce >= .seconds(60) {
+                do {
+                    try await pools.announce(lane: lane.rawValue, addresses: announced)
+                    lastAnnounce = .now
+                } catch {
+                    logger.warning("could not announce the source addresses", metadata: ["error": "\(error)"])
+                }
+            }
             await releaseDue()
             if let reports, ContinuousClock.now - lastReportCheck >= .seconds(3600) {
                 lastReportCheck = .now
@@ -120,7 +134,7 @@ public struct TLSHousekeeping: Service {
 
 extension DeliveryWorker {
     /// Everything one egress process runs for `lane`: the stage runner with the delivery worker
-    /// (routing, TLS policy, pools, NDRs, bounce counts for the brake) and its TLS housekeeping.
+    /// (routing, TLS policy, pools, NDRs, bounce counts for the brake) and its housekeeping.
     public static func services(lane: Lane, process: GatewayProcess) throws -> [any Service] {
         let config = process.config
         let settings = try StageSettings(name: "egress-\(lane.rawValue)", inputTopic: lane.topic, outputTopics: [],
@@ -141,6 +155,6 @@ extension DeliveryWorker {
             tlsPolicy: try TLSPolicyEngine.make(config: config, resolver: resolver, store: process.store, logger: process.logger),
             tlsReports: counter)
         return [try StageRunner(process: process, settings: settings, worker: worker),
-                try TLSHousekeeping(lane: lane, process: process, resolver: resolver)]
+                try EgressHousekeeping(lane: lane, pool: worker.pool.entries, process: process, resolver: resolver)]
     }
 }
