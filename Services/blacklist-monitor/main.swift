@@ -10,7 +10,7 @@ import Foundation
 
 /// smg-blacklist-monitor — checks every egress source address against DNS blocklists once a day
 /// (and listed ones every hour), drains listed good addresses, tells the operators (R19).
-await ServiceMain.run(program: "smg-blacklist-monitor", keys: BlacklistKeys.all + DNSKeys.all) { process in
+await ServiceMain.run(program: "smg-blacklist-monitor", keys: BlacklistKeys.all + DNSKeys.all + NDRKeys.all) { process in
     try await process.run([try MonitorService(process: process)])
 }
 

@@ -5,7 +5,7 @@ import threading
 import time
 import urllib.request
 
-from harness import bin_dir, make_message, send, wait_until
+from harness import ROOT, bin_dir, make_message, send, wait_until
 
 
 def test_config_error_names_the_key(tmp_path):
@@ -32,6 +32,21 @@ def test_config_error_names_the_key(tmp_path):
                              timeout=30, env={"SMG_SCANNER_CLAMAV_TMPDIR": str(tmp_path / "missing"),
                                               "PATH": "/usr/bin:/bin"})
     assert tmp_out.returncode == 78 and "scanner.clamav.tmpdir" in tmp_out.stderr and "not a folder" in tmp_out.stderr
+
+
+def test_shipped_configs_are_valid():
+    """Every config in deploy/local (the local run) and deploy/sites (the examples) passes its
+    service's --check-config: a key a service does not know would stop it at start."""
+    files = sorted((ROOT / "deploy" / "local").glob("*.yaml")) + sorted((ROOT / "deploy" / "sites").glob("*/*.yaml"))
+    checked = 0
+    for path in files:
+        if path.name == "common.yaml":
+            continue
+        out = subprocess.run([str(bin_dir() / f"smg-{path.stem}"), "--config", str(path), "--check-config"],
+                             capture_output=True, text=True, timeout=30, cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0, (str(path), out.stderr)
+        checked += 1
+    assert checked >= 10, files
 
 
 def test_print_config_lists_every_key_with_default():
