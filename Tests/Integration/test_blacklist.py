@@ -6,8 +6,10 @@ Addresses: the good pool is 127.0.0.2 (listed) and 127.0.0.4 (clean), the bad po
 (listed). Every mail leaves through the harness's static route to the sink, so notices to the
 operators arrive there."""
 import json
+import re
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from harness import wait_until
@@ -77,6 +79,15 @@ def test_daily_run_once_across_two_instances_lists_drains_notifies_and_clears(ga
     failed = events(redis_server, gateway, "blacklist.check_failed")
     assert {e["facts"]["zone"] for e in failed} == {"refusing.test"}
     assert {e["facts"]["address"] for e in failed} == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+
+    # Monitoring sees it: the listed gauges per pool, the failed checks, the time of the last run.
+    def monitor_metrics():
+        texts = [urllib.request.urlopen(e.decode() + "/metrics", timeout=5).read().decode()
+                 for e in redis_server.client().hkeys(f"{gateway.prefix}registry:http")]
+        return [t for t in texts if "smg_blacklist_last_run_timestamp_seconds" in t]
+    texts = wait_until(monitor_metrics, 10, what="the monitor's metrics")
+    assert any('smg_blacklist_listed{pool="good"} 1' in t and 'smg_blacklist_listed{pool="bad"} 1' in t for t in texts), texts
+    assert any(re.search(r"smg_blacklist_check_failures_total [1-9]", t) for t in texts), texts
 
     # The listed good address is drained, the bad one keeps sending.
     drained = {json.loads(line)["address"]: json.loads(line) for line in gateway.smgctl("pool", "list").stdout.splitlines()}

@@ -1,4 +1,6 @@
 import XCTest
+import Glibc
+import Logging
 import SMGDNS
 @testable import SMGBlacklist
 
@@ -34,6 +36,28 @@ final class DNSBLTests: XCTestCase {
         XCTAssertEqual(zones[1].delistURL, "https://bl.example.net/remove")
         XCTAssertThrowsError(try DNSBLZone.parse("not a zone"))
         XCTAssertThrowsError(try DNSBLZone.parse("localhost"))
+    }
+
+    func testAZoneThatTimesOutIsAFailedCheckNeverClean() async throws {
+        // A DNS server that never answers: a bound UDP socket on loopback nobody reads.
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        XCTAssertTrue(bound)
+        var c = DNSResolverConfiguration(servers: [.init(host: "127.0.0.1", port: Int(UInt16(bigEndian: address.sin_port)))])
+        c.timeout = .milliseconds(200)
+        c.attempts = 1
+        let resolver = try DNSResolver(configuration: c, cache: nil, logger: Logger(label: "t"))
+        let result = await DNSBLChecker(resolver: resolver).check("127.0.0.2", in: DNSBLZone(zone: "dnsbl.test"))
+        guard case .failed(let why) = result else { return XCTFail("a silent zone is no verdict: \(result)") }
+        XCTAssertTrue(why.contains("timeout"), why)
     }
 
     let berlin = try! DailySchedule(at: "05:00", zone: "Europe/Berlin")
