@@ -208,8 +208,7 @@ struct TLSCommand: AsyncParsableCommand {
             let submitter = self.submitter ?? ProcessInfo.processInfo.environment["SMG_NDR_DOMAIN"] ?? "localhost"
             let day = self.day ?? TLSRPT.day(Date().addingTimeInterval(-86400))
             let sender = TLSReportSender(store: MessageStore(redis: redis, keys: keys), resolver: try lookup.resolver(),
-                                         organization: organization, contact: "postmaster@\(submitter)", submitter: submitter,
-                                         from: "TLS reports <tlsrpt-noreply@\(submitter)>", site: "smgctl",
+                                         organization: organization, submitter: submitter, site: "smgctl",
                                          instance: "smgctl@\(ProcessInfo.processInfo.hostName)")
             if send {
                 for (address, id) in try await sender.send(day: day, force: true) ?? [] { print("sent \(id) to \(address)") }

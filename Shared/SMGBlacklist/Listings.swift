@@ -48,12 +48,8 @@ public struct ListingStore: Sendable {
     }
 
     public func all() async throws -> [Listing] {
-        let items = try await redis.command(["HGETALL", .init(keys.blacklistListings)]).array ?? []
-        var out: [Listing] = []
-        var i = 1
-        while i < items.count {
-            if let bytes = items[i].bytes, let l = try? JSONDecoder().decode(Listing.self, from: Data(bytes)) { out.append(l) }
-            i += 2
+        let out = try await redis.command(["HGETALL", .init(keys.blacklistListings)]).fieldPairs.compactMap { pair in
+            pair.value.bytes.flatMap { try? JSONDecoder().decode(Listing.self, from: Data($0)) }
         }
         return out.sorted { ($0.address, $0.zone) < ($1.address, $1.zone) }
     }

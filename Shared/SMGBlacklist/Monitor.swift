@@ -65,7 +65,8 @@ public struct BlacklistMonitor: Sendable {
     /// Checks every address (or only `only`) in every zone, records the outcome and acts on it.
     /// `kind` (`daily`, `hourly`, `manual`) goes into the `blacklist.run` event.
     public func run(kind: String, only: Set<String>? = nil, now: Date = Date()) async throws -> Report {
-        let addresses = try await listings.poolAddresses(extra: extra, now: now).filter { only?.contains($0.address) ?? true }
+        let pool = try await listings.poolAddresses(extra: extra, now: now)
+        let addresses = pool.filter { only?.contains($0.address) ?? true }
         // Nothing announced yet (egress not up): not a check; the run stays due.
         guard !addresses.isEmpty else { throw NoAddresses() }
         var report = Report()
@@ -122,7 +123,7 @@ public struct BlacklistMonitor: Sendable {
             }
         }
         report.events += try await drainAndUndrain(report, active: active, event: event)
-        let good = Set(try await listings.poolAddresses(extra: extra, now: now).filter { $0.lane == "good" }.map(\.address))
+        let good = Set(pool.filter { $0.lane == "good" }.map(\.address))
         let listedGood = Set(active.filter { $0.lane == "good" }.map(\.address))
         report.allGoodListed = !good.isEmpty && good.isSubset(of: listedGood)
         if report.allGoodListed {

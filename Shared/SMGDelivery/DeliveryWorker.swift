@@ -414,6 +414,7 @@ public struct DeliveryWorker: StageWorker {
         let counted = !isReport
         var policyFacts: [String: JSONValue] = [:]
         if let policy { policyFacts["tls_policy"] = policy.facts }
+        let mode: SMTPClientStateMachine.TLSMode = opportunisticTLS ? .opportunistic : .never
         for (position, target) in targets.enumerated() where !open.isEmpty && sessions < sessionLimit {
             if context.lease.isLost, !(await context.lease.confirm()) {
                 outcome.abandoned = true
@@ -447,7 +448,6 @@ public struct DeliveryWorker: StageWorker {
                 }
                 continue   // no source of this family: try the next address
             }
-            let mode: SMTPClientStateMachine.TLSMode = opportunisticTLS ? .opportunistic : .never
             let key = ConnectionCache.Key(target: target, source: source.address,
                                           tls: requirement.required ? requirement.key : opportunisticTLS ? "may" : "none")
             var session: SMTPSession
@@ -479,11 +479,9 @@ public struct DeliveryWorker: StageWorker {
                     } else {
                         otherFailure = true
                     }
-                    var event = attemptEvent(message.id, target: target, source: source, tls: nil,
-                                             recipients: open.map { recipients[$0].address }, session: f.reply.description,
-                                             context: context)
-                    event.facts.merge(policyFacts) { _, new in new }
-                    events.append(event)
+                    events.append(attemptEvent(message.id, target: target, source: source, tls: nil,
+                                               recipients: open.map { recipients[$0].address }, session: f.reply.description,
+                                               extra: policyFacts, context: context))
                     continue
                 case .success(let s):
                     session = s
@@ -500,11 +498,9 @@ public struct DeliveryWorker: StageWorker {
             let sent = await session.send(reversePath: message.envelope.sender, recipients: addresses, message: body,
                                           dsn: Self.dsnOptions(message.envelope, addresses),
                                           beforeData: { await lease.confirmBeforeSideEffect() })
-            var event = attemptEvent(message.id, target: target, source: source, tls: session.tls,
-                                     recipients: addresses, session: sent.sessionFailure?.description ?? "ok",
-                                     reused: reused, context: context)
-            event.facts.merge(policyFacts) { _, new in new }
-            events.append(event)
+            events.append(attemptEvent(message.id, target: target, source: source, tls: session.tls,
+                                       recipients: addresses, session: sent.sessionFailure?.description ?? "ok",
+                                       reused: reused, extra: policyFacts, context: context))
             if sent.abandoned {
                 context.logger.warning("lease lost before DATA; not sent", metadata: ["target": "\(target)"])
                 outcome.abandoned = true
@@ -573,8 +569,9 @@ public struct DeliveryWorker: StageWorker {
     }
 
     func attemptEvent(_ id: MessageID, target: SMTPTarget, source: SourceAddress, tls: TLSReport?, recipients: [String],
-                      session: String, reused: Bool = false, context: StageContext) -> Event {
+                      session: String, reused: Bool = false, extra: [String: JSONValue] = [:], context: StageContext) -> Event {
         var facts = tlsFacts(tls, target: target, source: source)
+        facts.merge(extra) { _, new in new }
         facts["lane"] = .string(lane.rawValue)
         facts["recipients"] = .array(recipients.map { .string($0) })
         facts["session"] = .string(session)

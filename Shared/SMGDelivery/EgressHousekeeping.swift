@@ -52,9 +52,7 @@ public struct EgressHousekeeping: Service {
             if submitter.isEmpty { submitter = try config.get(NDRKeys.domain) }
             reports = TLSReportSender(store: process.store, resolver: resolver,
                                       organization: try config.get(DeliveryKeys.tlsReportOrganization),
-                                      contact: "postmaster@\(submitter)", submitter: submitter,
-                                      from: "TLS reports <tlsrpt-noreply@\(submitter)>", site: process.site,
-                                      instance: process.instance)
+                                      submitter: submitter, site: process.site, instance: process.instance)
         } else {
             reports = nil
         }
@@ -108,23 +106,22 @@ public struct EgressHousekeeping: Service {
                   let parts = reply.array, parts.count == 2, let next = parts[0].string
             else { return }
             cursor = next
-            let items = parts[1].array ?? []
-            var candidates: [MessageID] = []
-            var i = 0
-            while i + 1 < items.count {
-                if items[i + 1].string == lane.topic, let text = items[i].string, let id = MessageID(text) { candidates.append(id) }
-                i += 2
-            }
+            let candidates = parts[1].fieldPairs.compactMap { $0.value.string == lane.topic ? MessageID($0.field) : nil }
             guard !candidates.isEmpty,
-                  let replies = try? await redis.pipeline(candidates.map { ["HGET", .init(keys.message($0)), "tls_recheck_at"] })
+                  let replies = try? await redis.pipeline(candidates.map {
+                      ["HMGET", .init(keys.message($0)), "tls_recheck_at", "held_reason"]
+                  })
             else { continue }
             for (id, value) in zip(candidates, replies) {
-                if let text = value.string, let at = Timestamp.parse(text), at <= now { due.append(id) }
+                let fields = value.array ?? []
+                // Only messages still held for TLS (an operator may have re-held one for another reason).
+                guard fields.count == 2, fields[1].string?.hasPrefix("TLS required") == true,
+                      let text = fields[0].string, let at = Timestamp.parse(text), at <= now
+                else { continue }
+                due.append(id)
             }
         } while cursor != "0"
         for id in due {
-            // Only messages still held for TLS (an operator may have re-held one for another reason).
-            guard let item = try? await admin.locate(id), item.fields["held_reason"]?.hasPrefix("TLS required") == true else { continue }
             if (try? await admin.release(id, operator: "egress-\(lane.rawValue) (TLS recheck)")) != nil {
                 logger.info("held for TLS: released for another try", metadata: ["id": "\(id)"])
             }

@@ -49,6 +49,20 @@ public enum RedisValue: Sendable, Hashable {
         return nil
     }
 
+    /// The field/value pairs of an HGETALL reply (or an HSCAN page), in reply order; fields that
+    /// are not text are skipped; empty for anything but an array.
+    public var fieldPairs: [(field: String, value: RedisValue)] {
+        guard let items = array else { return [] }
+        var out: [(field: String, value: RedisValue)] = []
+        out.reserveCapacity(items.count / 2)
+        var index = 0
+        while index + 1 < items.count {
+            if let field = items[index].string { out.append((field, items[index + 1])) }
+            index += 2
+        }
+        return out
+    }
+
     /// True for `.null`.
     public var isNull: Bool {
         if case .null = self { return true }

@@ -69,31 +69,19 @@ public struct SourcePoolStore: Sendable {
 
     /// Every announced source address.
     public func members() async throws -> [String: Member] {
-        let items = try await redis.command("HGETALL", .init(keys.poolMembers)).array ?? []
         var out: [String: Member] = [:]
-        var index = 0
-        while index + 1 < items.count {
-            if let address = items[index].string, let bytes = items[index + 1].bytes,
-               let member = try? JSONDecoder().decode(Member.self, from: Data(bytes)) {
-                out[address] = member
-            }
-            index += 2
+        for (address, value) in try await redis.command("HGETALL", .init(keys.poolMembers)).fieldPairs {
+            out[address] = value.bytes.flatMap { try? JSONDecoder().decode(Member.self, from: Data($0)) }
         }
         return out
     }
 
     /// Every drained address with why; an entry that does not parse still counts as drained.
     public func drained() async throws -> [String: Drain] {
-        let reply = try await redis.command("HGETALL", .init(keys.drainedSources))
-        guard let items = reply.array else { return [:] }
         var out: [String: Drain] = [:]
-        var index = 0
-        while index + 1 < items.count {
-            if let address = items[index].string {
-                let value = items[index + 1].bytes.flatMap { try? JSONDecoder().decode(Drain.self, from: Data($0)) }
-                out[address] = value ?? Drain(reason: "unreadable entry", by: "?", at: 0)
-            }
-            index += 2
+        for (address, value) in try await redis.command("HGETALL", .init(keys.drainedSources)).fieldPairs {
+            out[address] = value.bytes.flatMap { try? JSONDecoder().decode(Drain.self, from: Data($0)) }
+                ?? Drain(reason: "unreadable entry", by: "?", at: 0)
         }
         return out
     }

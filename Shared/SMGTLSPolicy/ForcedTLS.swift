@@ -158,15 +158,8 @@ public actor ForcedTLSRuleStore {
 
     /// Every rule, by id (numerically). Unreadable entries are skipped.
     public func list() async throws -> [ForcedTLSRule] {
-        let reply = try await redis.command(["HGETALL", .init(keys.tlsRules)])
-        var rules: [ForcedTLSRule] = []
-        let items = reply.array ?? []
-        var index = 1
-        while index < items.count {
-            if let text = items[index].string, let rule = try? JSONDecoder().decode(ForcedTLSRule.self, from: Data(text.utf8)) {
-                rules.append(rule)
-            }
-            index += 2
+        let rules = try await redis.command(["HGETALL", .init(keys.tlsRules)]).fieldPairs.compactMap { pair in
+            pair.value.bytes.flatMap { try? JSONDecoder().decode(ForcedTLSRule.self, from: Data($0)) }
         }
         return rules.sorted { (Int($0.id.dropFirst()) ?? 0, $0.id) < (Int($1.id.dropFirst()) ?? 0, $1.id) }
     }

@@ -243,14 +243,16 @@ public struct TLSReportSender: Sendable {
     public let site: String
     public let instance: String
 
-    public init(store: MessageStore, resolver: DNSResolver, organization: String, contact: String, submitter: String,
-                from: String, site: String, instance: String) {
+    /// `submitter`: the gateway's own domain; reports name postmaster@ it as the contact and come
+    /// from tlsrpt-noreply@ it.
+    public init(store: MessageStore, resolver: DNSResolver, organization: String, submitter: String, site: String,
+                instance: String) {
         self.store = store
         self.resolver = resolver
         self.organization = organization
-        self.contact = contact
+        self.contact = "postmaster@\(submitter)"
         self.submitter = submitter
-        self.from = from
+        self.from = "TLS reports <tlsrpt-noreply@\(submitter)>"
         self.site = site
         self.instance = instance
     }
@@ -272,12 +274,9 @@ public struct TLSReportSender: Sendable {
             guard case .answer(let txt, _, _)? = try? await resolver.txt("_smtp._tls.\(domain)"),
                   let rua = TLSRPT.mailtoAddresses(txt.map(\.joined)), !rua.isEmpty
             else { continue }
-            let pairs = try await store.redis.command(["HGETALL", .init(keys.tlsReport(day: day, domain: domain))]).array ?? []
             var counters: [String: String] = [:]
-            var i = 0
-            while i + 1 < pairs.count {
-                if let k = pairs[i].string, let v = pairs[i + 1].string { counters[k] = v }
-                i += 2
+            for (field, value) in try await store.redis.command(["HGETALL", .init(keys.tlsReport(day: day, domain: domain))]).fieldPairs {
+                counters[field] = value.string
             }
             if let report = TLSRPT.build(domain: domain, day: day, counters: counters, organization: organization,
                                             contact: contact, submitter: submitter) {
