@@ -21,6 +21,7 @@ APT_PACKAGES=(
   opendkim-tools                                     # opendkim-testmsg: an independent DKIM verifier for tests
   postfix                                            # smtp-sink / smtp-source: real SMTP peers for tests and bench/
   rspamd                                             # the classifier's optional backend, started by its tests
+  chromium chromium-driver fonts-liberation          # headless browser tests of smg-admin (selenium drives chromedriver)
 )
 
 missing=()
@@ -43,11 +44,14 @@ if ((${#missing[@]})); then
 fi
 
 # Python test peers: aiosmtpd (SMTP sink), redis (inspecting the store), pytest (integration tests),
-# dkimpy + pynacl (an independent DKIM verifier, RSA and Ed25519).
-if ! python3 -c "import aiosmtpd, redis, pytest, dkim, nacl" 2>/dev/null; then
-  echo "install-deps: installing Python packages aiosmtpd redis pytest dkimpy pynacl jsonschema" >&2
-  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd redis pytest dkimpy pynacl jsonschema 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd redis pytest dkimpy pynacl jsonschema
+# dkimpy + pynacl (an independent DKIM verifier, RSA and Ed25519), jsonschema + pyyaml (smg-admin's
+# answers checked against its openapi.yaml), requests (smg-admin's JSON API over HTTPS), selenium
+# (drives the chromium-driver above; never lets Selenium Manager fetch a driver: the tests name it).
+PY_PACKAGES=(aiosmtpd redis pytest dkimpy pynacl jsonschema pyyaml requests selenium)
+if ! python3 -c "import aiosmtpd, redis, pytest, dkim, nacl, jsonschema, yaml, requests, selenium" 2>/dev/null; then
+  echo "install-deps: installing Python packages ${PY_PACKAGES[*]}" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${PY_PACKAGES[@]}"
 fi
 
 # ---- optional: benchmark-only tools (bench/relay_compare.py), with --bench -------------------------

@@ -66,9 +66,17 @@ SMG_DNS_EXTRA_ZONES="$ROOT/deploy/local/dns" "$ROOT/Tests/Fixtures/dns/start-dns
 
 # A demo customer and login (idempotent).
 CTL=("$BIN/smgctl")
-"${CTL[@]}" customer add demo --name "Demo shop" --network 127.0.0.0/8 --network ::1/128 --domain shop.test \
-  --redis redis://127.0.0.1:6390/0 >/dev/null
-"${CTL[@]}" account add demo --customer demo --password demo-password-123 --redis redis://127.0.0.1:6390/0 >/dev/null
+if ! "${CTL[@]}" customer show demo --redis redis://127.0.0.1:6390/0 >/dev/null 2>&1; then
+  "${CTL[@]}" customer add demo --name "Demo shop" --network 127.0.0.0/8 --network ::1/128 --domain shop.test \
+    --redis redis://127.0.0.1:6390/0 >/dev/null
+  "${CTL[@]}" account add demo --customer demo --password demo-password-123 --redis redis://127.0.0.1:6390/0 >/dev/null
+fi
+# The first operator of the web interface: its password is made once and kept in var/local.
+if ! "${CTL[@]}" operator list --redis redis://127.0.0.1:6390/0 2>/dev/null | grep -q '"name":"admin"'; then
+  "${CTL[@]}" operator add admin --role admin --redis redis://127.0.0.1:6390/0 | sed -n 's/^password: \([^ ]*\).*/\1/p' \
+    >"$VAR/admin-password.txt"
+  chmod 600 "$VAR/admin-password.txt"
+fi
 
 # DKIM for the demo domain: a master key (mode 0600) and one RSA + one Ed25519 key, made once.
 [ -s "$VAR/dkim/master.key" ] || "${CTL[@]}" dkim init-master-key --master-key-file "$VAR/dkim/master.key" >/dev/null
@@ -87,8 +95,8 @@ fi
 python3 "$ROOT/deploy/local/sink.py" --port 2526 --dir "$VAR/sink" >>"$VAR/log/sink.log" 2>&1 &
 pids+=($!)
 
-for svc in ingress scanner classifier signer egress-good egress-bad blacklist-monitor; do
-  "$BIN/smg-$svc" --config "$ROOT/deploy/local/$svc.yaml" >>"$VAR/log/$svc.log" 2>&1 &
+for svc in ingress scanner classifier signer egress-good egress-bad blacklist-monitor admin; do
+  (cd "$ROOT" && exec "$BIN/smg-$svc" --config "$ROOT/deploy/local/$svc.yaml") >>"$VAR/log/$svc.log" 2>&1 &
   pids+=($!)
 done
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/2525) 2>/dev/null && break; sleep 0.1; done
@@ -104,11 +112,13 @@ The Secure Mail Gateway runs locally.
   One message's story: $BIN/smgctl trace <id from the 250 reply> --redis redis://127.0.0.1:6390/0
   Queues:              $BIN/smgctl queue --redis redis://127.0.0.1:6390/0
   Logs:                $VAR/log/
-  Health/metrics:      http://127.0.0.1:9101/healthz … :9107/metrics
+  Health/metrics:      http://127.0.0.1:9101/healthz … :9108/metrics
   DKIM records:        $VAR/log/dkim-keys.txt (shop.test, and gateway.local for NDRs)
   TLSA for the cert:   $BIN/smgctl tlsa --certificate $VAR/tls/cert.pem --host smg.local.test
   TLS policy:          $BIN/smgctl tls check signed.test --dns-server 127.0.0.1:5354 --dns-trusted --redis redis://127.0.0.1:6390/0
   Blocklist listings:  $BIN/smgctl blacklist status --redis redis://127.0.0.1:6390/0
+  Web interface:       https://127.0.0.1:8443/ (self-signed certificate) — operator admin,
+                       password $(cat "$VAR/admin-password.txt" 2>/dev/null || echo "see smgctl operator passwd admin")
 Press Ctrl-C to stop.
 INFO
 wait -n "${pids[@]}" || true

@@ -2,15 +2,14 @@ import ArgumentParser
 import SMGCore
 import SMGAccounts
 import SMGStore
-import NIOSSL
-import Crypto
+import SMGTLSPolicy
 import Foundation
 
 /// `smgctl customer …`: customers and their sending policy (R2–R7).
 struct CustomerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "customer", abstract: "Manage customers and their policies.",
-        subcommands: [Add.self, Show.self, List.self, Brake.self])
+        subcommands: [Add.self, Update.self, Show.self, List.self, Brake.self])
 
     struct Policy: ParsableArguments {
         @Option(name: .long, help: "Allowed source network (CIDR, IPv4 or IPv6); repeatable (R2).")
@@ -32,7 +31,8 @@ struct CustomerCommand: AsyncParsableCommand {
     }
 
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create or replace a customer.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create a customer (an existing one is changed with `customer update`).")
         @OptionGroup var connection: Connection
         @Argument(help: "Customer id (letters, digits, - _ .).") var id: String
         @Option(name: .long, help: "Display name.") var name: String?
@@ -40,17 +40,59 @@ struct CustomerCommand: AsyncParsableCommand {
 
         func run() async throws {
             let (redis, keys, _) = try connection.open()
-            let customer = Customer(id: id, name: name, networks: policy.network, domains: policy.domain.map { $0.lowercased() },
+            let customer = Customer(id: id, name: name, networks: policy.network, domains: policy.domain,
                                     rateLimitPerMinute: policy.rateLimit, requireTLS: policy.requireTLS,
                                     reverseDNSCheck: policy.reverseDNS, maxMessageSize: policy.maxSize,
                                     maxRecipients: policy.maxRecipients, bareNewline: policy.bareNewline)
-            var customerToSave = customer
-            let store = AccountStore(redis: redis, keys: keys)
-            // Brake limits are set with `customer brake`; replacing the policy keeps them.
-            customerToSave.brake = try await store.customer(id)?.brake
-            do { try customerToSave.validate() } catch let error as AccountError { throw ValidationError("\(error.message)") }
-            try await store.saveCustomer(customerToSave)
-            print(try String(decoding: JSONEncoder.sorted.encode(customerToSave), as: UTF8.self))
+            let created: Customer
+            do { created = try await AccountStore(redis: redis, keys: keys).createCustomer(customer) } catch let error as AccountError {
+                throw ValidationError(error.code == .exists ? "<id>: customer \"\(id)\" exists; change it with smgctl customer update"
+                                                             : Self.option(error))
+            }
+            print(try String(decoding: JSONEncoder.sorted.encode(created), as: UTF8.self))
+        }
+
+        /// The module names fields as smgctl's options; the message names the argument.
+        static func option(_ error: AccountError) -> String {
+            guard let field = error.field else { return error.message }
+            let argument = field == "id" ? "<id>" : field == "networks" ? "--network (networks)" : field == "domains" ? "--domain (domains)"
+                : "--\(field)"
+            return argument + error.message.dropFirst(field.count)
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change the given settings of a customer; every setting not given stays as it is.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Customer id.") var id: String
+        @Option(name: .long, help: "Display name.") var name: String?
+        @Option(name: .long, help: "Allowed source network (CIDR); repeatable; replaces the list.") var network: [String] = []
+        @Flag(name: .long, help: "Remove every network (the customer can send from nowhere).") var noNetworks = false
+        @Option(name: .long, help: "Sender domain; repeatable; replaces the list.") var domain: [String] = []
+        @Option(name: .long, help: "Messages per minute; 0 = no limit.") var rateLimit: Int?
+        @Flag(inversion: .prefixedNo, help: "Refuse mail sent without TLS.") var requireTLS: Bool?
+        @Flag(inversion: .prefixedNo, help: "Require matching forward-confirmed reverse DNS.") var reverseDNS: Bool?
+        @Option(name: .long, help: "Largest message in bytes; 0 = the listener's.") var maxSize: Int?
+        @Option(name: .long, help: "Most recipients per message; 0 = the listener's.") var maxRecipients: Int?
+        @Option(name: .long, help: "reject, normalize, or default (ingress.bare_newline).") var bareNewline: String?
+        @Flag(inversion: .prefixedNo, help: "Disable the customer (refuse all its mail) or enable it.") var disabled: Bool?
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            var update = CustomerUpdate(name: name, requireTLS: requireTLS, reverseDNSCheck: reverseDNS, disabled: disabled)
+            if noNetworks { update.networks = [] } else if !network.isEmpty { update.networks = network }
+            if !domain.isEmpty { update.domains = domain }
+            if let rateLimit { update.rateLimitPerMinute = .some(rateLimit == 0 ? nil : rateLimit) }
+            if let maxSize { update.maxMessageSize = .some(maxSize == 0 ? nil : maxSize) }
+            if let maxRecipients { update.maxRecipients = .some(maxRecipients == 0 ? nil : maxRecipients) }
+            if let bareNewline { update.bareNewline = .some(bareNewline == "default" ? nil : bareNewline) }
+            guard !update.isEmpty else { throw ValidationError("nothing to change: give at least one option") }
+            let result: (before: Customer, after: Customer)
+            do { result = try await AccountStore(redis: redis, keys: keys).updateCustomer(id, update) } catch let error as AccountError {
+                throw ValidationError(Add.option(error))
+            }
+            print(try String(decoding: JSONEncoder.sorted.encode(result.after), as: UTF8.self))
         }
     }
 
@@ -127,7 +169,7 @@ struct CustomerCommand: AsyncParsableCommand {
 struct AccountCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "account", abstract: "Manage SMTP AUTH logins of customers.",
-        subcommands: [Add.self, Passwd.self, Remove.self, Brakes.self, Release.self])
+        subcommands: [Add.self, Passwd.self, Disable.self, Enable.self, Remove.self, Brakes.self, Release.self])
 
     struct Secret: ParsableArguments {
         @Flag(name: .long, help: "Read the password from standard input (one line).")
@@ -135,23 +177,17 @@ struct AccountCommand: AsyncParsableCommand {
         @Option(name: .long, help: "The password (visible in the process list: prefer --password-stdin).")
         var password: String?
 
-        /// The given password, or a generated one (returned so it can be shown once).
-        func resolve() throws -> (String, generated: Bool) {
+        /// The given password (checked by `PasswordRules`), or nil: the module generates one.
+        func given() throws -> String? {
             if passwordStdin {
                 guard let line = readLine(strippingNewline: true), !line.isEmpty else {
                     throw ValidationError("--password-stdin: no password on standard input")
                 }
-                return (line, false)
+                if let problem = PasswordRules.problem(line) { throw ValidationError("--password-stdin: \(problem)") }
+                return line
             }
-            if let password {
-                guard password.count >= 12 else { throw ValidationError("--password: at least 12 characters") }
-                return (password, false)
-            }
-            var bytes = [UInt8](repeating: 0, count: 18)
-            for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
-            let text = Data(bytes).base64EncodedString().replacingOccurrences(of: "/", with: "_")
-                .replacingOccurrences(of: "+", with: "-")
-            return (text, true)
+            if let password, let problem = PasswordRules.problem(password) { throw ValidationError("--password: \(problem)") }
+            return password
         }
     }
 
@@ -165,17 +201,15 @@ struct AccountCommand: AsyncParsableCommand {
 
         func run() async throws {
             let (redis, keys, _) = try connection.open()
-            let store = AccountStore(redis: redis, keys: keys)
-            guard try await store.customer(customer) != nil else {
-                throw ValidationError("--customer: no customer \"\(customer)\" (create it with smgctl customer add)")
-            }
-            let (password, generated) = try secret.resolve()
-            let hash = try PasswordHasher().hash(password)
-            do { try await store.saveAccount(Account(login: login, customer: customer, passwordHash: hash)) } catch let error as AccountError {
-                throw ValidationError("<login>: \(error.message)")
+            let created: LoginSecret
+            do {
+                created = try await AccountStore(redis: redis, keys: keys).createLogin(login, customer: customer, password: try secret.given())
+            } catch let error as AccountError {
+                let argument = error.field == "customer" ? "--customer" : error.field == "password" ? "--password" : "<login>"
+                throw ValidationError("\(argument): \(error.message)" + (error.field == "customer" ? " (create it with smgctl customer add)" : ""))
             }
             print("login \(login) created for customer \(customer)")
-            if generated { print("password: \(password)   (shown once; store it now)") }
+            if let password = created.password { print("password: \(password)   (shown once; store it now)") }
         }
     }
 
@@ -187,13 +221,40 @@ struct AccountCommand: AsyncParsableCommand {
 
         func run() async throws {
             let (redis, keys, _) = try connection.open()
-            let store = AccountStore(redis: redis, keys: keys)
-            guard var account = try await store.account(login) else { throw ValidationError("<login>: no login \"\(login)\"") }
-            let (password, generated) = try secret.resolve()
-            account.passwordHash = try PasswordHasher().hash(password)
-            try await store.saveAccount(account)
+            let changed: LoginSecret
+            do { changed = try await AccountStore(redis: redis, keys: keys).resetPassword(login, password: try secret.given()) } catch let error as AccountError {
+                throw ValidationError("<login>: \(error.message)")
+            }
             print("password of \(login) changed")
-            if generated { print("password: \(password)   (shown once; store it now)") }
+            if let password = changed.password { print("password: \(password)   (shown once; store it now)") }
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Disable a login (AUTH refused) without deleting it.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Login name.") var login: String
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            do { _ = try await AccountStore(redis: redis, keys: keys).setLoginDisabled(login, true) } catch let error as AccountError {
+                throw ValidationError("<login>: \(error.message)")
+            }
+            print("login \(login) disabled")
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a disabled login.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Login name.") var login: String
+
+        func run() async throws {
+            let (redis, keys, _) = try connection.open()
+            do { _ = try await AccountStore(redis: redis, keys: keys).setLoginDisabled(login, false) } catch let error as AccountError {
+                throw ValidationError("<login>: \(error.message)")
+            }
+            print("login \(login) enabled")
         }
     }
 
@@ -258,14 +319,9 @@ struct TLSACommand: ParsableCommand {
     @Option(name: .long, help: "Port.") var port: Int = 25
 
     func run() throws {
-        let chain: [NIOSSLCertificate]
-        do { chain = try NIOSSLCertificate.fromPEMFile(certificate) } catch {
-            throw ValidationError("--certificate: cannot read \(certificate): \(error)")
+        do { print(try TLSAPublication.record(certificateFile: certificate, host: host, port: port)) } catch {
+            throw ValidationError("--certificate: \(error)")
         }
-        guard let leaf = chain.first else { throw ValidationError("--certificate: no certificate in \(certificate)") }
-        let spki = try leaf.extractPublicKey().toSPKIBytes()
-        let digest = SHA256.hash(data: spki).map { String(format: "%02x", $0) }.joined()
-        print("_\(port)._tcp.\(host). IN TLSA 3 1 1 \(digest)")
     }
 }
 

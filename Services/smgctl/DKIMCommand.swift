@@ -13,7 +13,7 @@ struct DKIM: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dkim",
         abstract: "Manage DKIM signing keys (per domain and selector, private keys encrypted at rest).",
-        subcommands: [InitMasterKey.self, Keygen.self, List.self, Rotate.self, Check.self])
+        subcommands: [InitMasterKey.self, Keygen.self, List.self, Rotate.self, Retire.self, Check.self])
 
     struct MasterKeyOption: ParsableArguments {
         @Option(name: .long, help: "Master key file (default: $SMG_DKIM_MASTER_KEY_FILE or /etc/smg/dkim-master.key).")
@@ -35,29 +35,28 @@ struct DKIM: AsyncParsableCommand {
         return DKIMKeyStore(redis: redis, keys: keys, masterKey: masterKey)
     }
 
-    static func algorithm(_ text: String?) throws -> DKIMAlgorithm? {
-        guard let text else { return nil }
-        guard let alg = DKIMAlgorithm(keyType: text) else {
-            throw ValidationError("--alg: \"\(text)\" is not rsa or ed25519")
+    /// The option a field of a new key is given with.
+    static func argument(_ field: DKIMKeyInputError.Field) -> String {
+        switch field {
+        case .domain: "<domain>"
+        case .selector: "--selector"
+        case .alg: "--alg"
+        case .bits: "--bits"
         }
-        return alg
     }
 
-    static func checkBits(_ bits: Int, _ alg: DKIMAlgorithm?) throws {
-        guard alg != .ed25519SHA256 else { return }
-        if bits < DKIMPrivateKey.minimumRSABits {
-            throw ValidationError("--bits: RSA keys under \(DKIMPrivateKey.minimumRSABits) bits are refused (got \(bits))")
-        }
-        if !DKIMPrivateKey.allowedNewRSABits.contains(bits) {
-            throw ValidationError("--bits: new RSA keys are 2048, 3072 or 4096 bits (got \(bits))")
-        }
+    /// Runs one of `DKIMNewKey`'s checks; its error as the option's.
+    static func checked<T>(_ body: () throws(DKIMKeyInputError) -> T) throws -> T {
+        do { return try body() } catch { throw ValidationError("\(argument(error.field)): \(error.message)") }
+    }
+
+    static func algorithm(_ text: String?) throws -> DKIMAlgorithm? {
+        try checked { () throws(DKIMKeyInputError) in try DKIMNewKey.algorithm(text) }
     }
 
     static func checkNames(domain: String, selector: String?) throws {
-        do { _ = try DKIMKeyStore.normalize(domain: domain) } catch { throw ValidationError("<domain>: \(error)") }
-        if let selector {
-            do { _ = try DKIMKeyStore.normalize(selector: selector) } catch { throw ValidationError("--selector: \(error)") }
-        }
+        _ = try checked { () throws(DKIMKeyInputError) in try DKIMNewKey.domain(domain) }
+        if let selector { _ = try checked { () throws(DKIMKeyInputError) in try DKIMNewKey.selector(selector) } }
     }
 
     /// The new key's options, shared by keygen and rotate.
@@ -67,8 +66,9 @@ struct DKIM: AsyncParsableCommand {
         @Option(name: .long, help: "RSA key size: 2048 (default), 3072 or 4096.") var bits: Int = 2048
 
         func check(domain: String) throws {
-            try DKIM.checkNames(domain: domain, selector: selector)
-            try DKIM.checkBits(bits, try DKIM.algorithm(alg))
+            _ = try DKIM.checked { () throws(DKIMKeyInputError) in
+                try DKIMNewKey(domain: domain, selector: selector, algorithm: alg, bits: bits)
+            }
         }
     }
 
@@ -165,6 +165,27 @@ struct DKIM: AsyncParsableCommand {
         }
     }
 
+    struct Retire: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a retiring key (after its verification window); an active key is refused (rotate first). Unpublish its TXT record afterwards.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The signing domain.") var domain: String
+        @Option(name: .long, help: "The selector of the retiring key.") var selector: String
+
+        func validate() throws { try DKIM.checkNames(domain: domain, selector: selector) }
+
+        func run() async throws {
+            let store = try DKIM.store(connection, masterKey: nil)
+            let record: DKIMKeyRecord
+            do {
+                record = try await store.retire(domain: domain, selector: selector)
+            } catch let error as DKIMError where error.code == .notFound || error.code == .stillActive {
+                throw ValidationError("--selector: \(error.message)")
+            }
+            print("retired \(record.algorithm.rawValue) key \(record.selector) of \(record.domain); \(record.recordName) TXT may be removed from the DNS now")
+        }
+    }
+
     struct Check: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Look up each key's published TXT record and compare it with the stored public key. Exit 1 on any mismatch.")
@@ -195,25 +216,9 @@ struct DKIM: AsyncParsableCommand {
             }
             let resolver = try DNSResolver(configuration: configuration, cache: nil, logger: logger)
             var failures = 0
-            for record in records {
-                let status: String
-                switch try await resolver.txt(record.recordName) {
-                case .answer(let txts, _, _):
-                    let published = txts.compactMap { DKIMDNSRecord(parsing: $0.joined) }
-                    if published.contains(record.dnsRecord) {
-                        status = "ok"
-                    } else if published.isEmpty {
-                        status = "MISMATCH (no DKIM key record among \(txts.count) TXT)"
-                    } else {
-                        status = "MISMATCH (published p= differs from the stored key)"
-                    }
-                case .nxdomain, .nodata:
-                    status = "MISSING (no TXT record)"
-                case let other:
-                    status = "LOOKUP FAILED (\(other))"
-                }
-                if status != "ok" { failures += 1 }
-                print("\(record.recordName) \(record.state.rawValue) \(record.algorithm.rawValue): \(status)")
+            for result in await DKIMPublicationCheck.check(records: records, resolver: resolver) {
+                if result.verdict != .ok { failures += 1 }
+                print("\(result.record.recordName) \(result.record.state.rawValue) \(result.record.algorithm.rawValue): \(result.status)")
             }
             if failures > 0 { throw ExitCode(1) }
         }

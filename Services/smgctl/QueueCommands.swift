@@ -72,15 +72,15 @@ struct Queue: AsyncParsableCommand {
                 state: state.flatMap(QueueState.init(rawValue:)), limit: limit)
             let items = try await QueueContext(connection).admin.list(filter)
             if json {
-                for item in items { print(jsonLine(listing(item))) }
+                for item in items { print(jsonLine(item.listing)) }
                 return
             }
             let widths = [26, 18, 11, 8, 32, 5, 10, 0]
             print(row(["ID", "STAGE", "STATE", "AGE", "SENDER", "RCPTS", "NEXT", "CUSTOMER"], widths))
             for item in items {
-                print(row([item.id.rawValue, item.location.topic ?? item.location.name, stateName(item),
-                           duration(item.ageMilliseconds), item.envelope.map { $0.sender.isEmpty ? "<>" : $0.sender } ?? "?",
-                           item.envelope.map { String($0.recipients.count) } ?? "?", nextDeadline(item),
+                print(row([item.id.rawValue, item.location.topic ?? item.location.name, item.stateName,
+                           QueueText.duration(item.ageMilliseconds), item.envelope.map { $0.sender.isEmpty ? "<>" : $0.sender } ?? "?",
+                           item.envelope.map { String($0.recipients.count) } ?? "?", item.nextDeadlineText,
                            item.envelope?.customer ?? "-"], widths))
             }
         }
@@ -103,9 +103,9 @@ struct Queue: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             print("id:         \(id)")
-            print("where:      \(where_(item))")
-            print("state:      \(stateName(item)) (record: \(item.fields["state"] ?? "-"))")
-            print("age:        \(duration(item.ageMilliseconds)) (created \(Timestamp.format(Date(milliseconds: item.createdMilliseconds))))")
+            print("where:      \(item.whereText)")
+            print("state:      \(item.stateName) (record: \(item.fields["state"] ?? "-"))")
+            print("age:        \(QueueText.duration(item.ageMilliseconds)) (created \(QueueText.time(item.createdMilliseconds)))")
             if let envelope = item.envelope {
                 print("sender:     \(envelope.sender.isEmpty ? "<>" : envelope.sender)")
                 print("customer:   \(envelope.customer ?? "-")")
@@ -304,55 +304,8 @@ func eachID(_ ids: [String], _ verb: String, _ action: (MessageID) async throws 
     if failed > 0 { throw ExitCode(1) }
 }
 
-func stateName(_ item: QueueItem) -> String {
-    item.state?.rawValue ?? (item.fields["state"] ?? "unknown")
-}
-
-func nextDeadline(_ item: QueueItem) -> String {
-    guard case .pending(_, let deadline, _) = item.location else { return "-" }
-    let delta = deadline - item.now
-    return delta <= 0 ? "now" : "in \(duration(delta))"
-}
-
-func where_(_ item: QueueItem) -> String {
-    switch item.location {
-    case .pending(let topic, let deadline, let owner):
-        let lease: String
-        if item.leased { lease = "leased by \(owner ?? "?")" }
-        else if owner == QueueAdmin.waitOwner { lease = "waiting for its time" }
-        else if let owner { lease = "lease of \(owner) expired" }
-        else { lease = "not taken yet" }
-        return "pending in \(topic), deadline \(Timestamp.format(Date(milliseconds: deadline))) (\(nextDeadline(item))), \(lease)"
-    case .held(let from): return "held (taken from \(from))"
-    case .quarantined(let since): return "quarantine since \(Timestamp.format(Date(milliseconds: since)))"
-    case .nowhere: return "in no queue"
-    }
-}
-
-func listing(_ item: QueueItem) -> [String: JSONValue] {
-    var o: [String: JSONValue] = [:]
-    o["id"] = .string(item.id.rawValue)
-    o["where"] = .string(item.location.name)
-    o["state"] = .string(stateName(item))
-    o["states"] = .array(QueueState.allCases.filter(item.states.contains).map { .string($0.rawValue) })
-    o["age_ms"] = .int(Int(item.ageMilliseconds))
-    o["created"] = .string(Timestamp.format(Date(milliseconds: item.createdMilliseconds)))
-    o["size"] = .int(item.bodySize)
-    o["leased"] = .bool(item.leased)
-    o["record_state"] = item.fields["state"].map { JSONValue.string($0) } ?? JSONValue.null
-    o["topic"] = item.location.topic.map { JSONValue.string($0) } ?? JSONValue.null
-    if case .pending(_, let deadline, let owner) = item.location {
-        o["deadline"] = .string(Timestamp.format(Date(milliseconds: deadline)))
-        o["owner"] = owner.map { JSONValue.string($0) } ?? JSONValue.null
-    }
-    if let envelope = item.envelope {
-        o["sender"] = .string(envelope.sender)
-        o["customer"] = envelope.customer.map { JSONValue.string($0) } ?? JSONValue.null
-        o["recipients"] = .int(envelope.recipients.count)
-        o["deferred_recipients"] = .array(item.recipients.filter { $0.state == .deferred }.map { .string($0.address) })
-    }
-    return o
-}
+// The words and JSON of a queue item (state, where, next deadline, listing) are
+// `QueueItem.stateName/whereText/nextDeadlineText/listing` in SMGStore, shared with smg-admin.
 
 func jsonLine(_ object: [String: JSONValue]) -> String {
     String(decoding: (try? JSONEncoder.sorted.encode(object)) ?? Data("{}".utf8), as: UTF8.self)
@@ -364,16 +317,6 @@ func row(_ cells: [String], _ widths: [Int]) -> String {
 
 func pad(_ text: String, _ width: Int) -> String {
     text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
-}
-
-/// 3d4h, 2h5m, 5m3s, 12s, 250ms.
-func duration(_ ms: Int64) -> String {
-    if ms < 1000 { return "\(ms)ms" }
-    let s = ms / 1000
-    if s < 60 { return "\(s)s" }
-    if s < 3600 { return "\(s / 60)m\(s % 60)s" }
-    if s < 86400 { return "\(s / 3600)h\((s % 3600) / 60)m" }
-    return "\(s / 86400)d\((s % 86400) / 3600)h"
 }
 
 extension Date {

@@ -11,7 +11,7 @@ struct SMGCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "smgctl",
         abstract: "Operate the Secure Mail Gateway.",
-        subcommands: [Tap.self, Trace.self, Queue.self, CustomerCommand.self, AccountCommand.self, TLSACommand.self, TLSCommand.self, BlacklistCommand.self,
+        subcommands: [Tap.self, Trace.self, Queue.self, CustomerCommand.self, AccountCommand.self, OperatorCommand.self, TLSACommand.self, TLSCommand.self, BlacklistCommand.self,
                       DKIM.self, PoolCommand.self, Train.self, Classify.self])
 }
 

@@ -34,15 +34,10 @@ struct TLSCommand: AsyncParsableCommand {
             @Option(name: .long, help: "A note for operators.") var comment = ""
 
             func rule() throws -> ForcedTLSRule {
-                guard let level = ForcedTLSRule.Level(rawValue: level) else {
-                    throw ValidationError("--level: \"\(level)\" is not one of encrypt, verify, fingerprint")
-                }
-                guard let action = ForcedTLSRule.Action(rawValue: action) else {
-                    throw ValidationError("--action: \"\(action)\" is not one of reject, hold")
-                }
-                let rule = ForcedTLSRule(id: "", sender: sender, recipient: recipient, level: level,
-                                         fingerprints: fingerprint, action: action, comment: comment)
-                do { return try rule.validated() } catch { throw ValidationError(error.description) }
+                do {
+                    return try ForcedTLSRule.make(sender: sender, recipient: recipient, level: level, fingerprints: fingerprint,
+                                                  action: action, comment: comment)
+                } catch { throw ValidationError(error.description) }
             }
 
             func validate() throws { _ = try rule() }

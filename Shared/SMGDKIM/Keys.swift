@@ -34,6 +34,8 @@ public struct DKIMError: Error, CustomStringConvertible, Sendable {
         public static let exists = Code(name: "exists")
         public static let notFound = Code(name: "not found")
         public static let ambiguous = Code(name: "ambiguous")
+        /// The key still signs (retire only a `retiring` key: rotate first).
+        public static let stillActive = Code(name: "still active")
         public static let invalidName = Code(name: "invalid name")
         public static let corrupt = Code(name: "corrupt key record")
         public static let decryption = Code(name: "decryption failed")

@@ -193,6 +193,42 @@ public final class DKIMKeyStore: Sendable {
         return (created, retired)
     }
 
+    /// Removes a `retiring` key (its TXT record may then be unpublished). An active key is
+    /// refused (`stillActive`: rotate first), an unknown one is `notFound`. The domain leaves
+    /// `Keyspace.dkimDomains` with its last key. Returns the removed record.
+    @discardableResult
+    public func retire(domain: String, selector: String) async throws -> DKIMKeyRecord {
+        let domain = try Self.normalize(domain: domain)
+        let selector = try Self.normalize(selector: selector)
+        let hash = keys.dkimKeys(domain)
+        guard let stored = try await redis.command("HGET", .init(hash), .init(selector)).bytes else {
+            throw DKIMError(code: .notFound, message: "\(domain) has no key \"\(selector)\"")
+        }
+        let record = try Self.decode(stored)
+        guard record.state == .retiring else {
+            throw DKIMError(code: .stillActive,
+                            message: "\(record.recordName) is active (it signs mail): rotate first, then retire it once it is retiring")
+        }
+        // Retiring is final, so the record can only have gone since it was read; removing the
+        // domain from the set and a concurrent keygen must not cross (one script).
+        let removed = try await redis.eval(Self.removeScript, keys: [.init(hash), .init(keys.dkimDomains)],
+                                           args: [.init(selector), .init(stored), .init(domain)])
+        guard removed.int == 1 else {
+            throw DKIMError(code: .notFound, message: "\(domain) has no key \"\(selector)\"")
+        }
+        invalidate(domain)
+        return record
+    }
+
+    /// KEYS: the domain's hash, the domains set. ARGV: selector, expected record, domain.
+    /// 1: removed; 0: the record is not (any longer) the expected one.
+    static let removeScript = RedisScript("""
+        if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+        redis.call('HDEL', KEYS[1], ARGV[1])
+        if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end
+        return 1
+        """)
+
     /// Decrypted active keys of a domain, for signing (cached for `cacheTTL`). Empty if none.
     public func signingKeys(domain: String) async throws -> [DKIMSigningKey] {
         let domain = domain.lowercased()

@@ -19,7 +19,9 @@ public enum ServiceMain {
     /// Parses the shared options, handles --print-config/--check-config, bootstraps the process and
     /// hands it to `body`. A configuration error is printed naming the key and exits with 78 (EX_CONFIG),
     /// so supervisors do not restart a process in a loop that can never start.
-    public static func run(program: String, keys: [AnyConfigKey],
+    /// `check` validates what single keys cannot (keys that only make sense together); it runs
+    /// for `--check-config` as well, so a config that would stop the service fails the check too.
+    public static func run(program: String, keys: [AnyConfigKey], check: ((Config) throws -> Void)? = nil,
                            body: (GatewayProcess) async throws -> Void) async {
         let options: ServiceOptions
         do { options = try ServiceOptions.parse() } catch { ServiceOptions.exit(withError: error) }
@@ -30,6 +32,7 @@ public enum ServiceMain {
         do {
             if options.checkConfig {
                 let config = try Config(file: options.config, keys: CommonKeys.all + keys)
+                try check?(config)
                 // Redacted: secret keys and passwords in URLs show as ***.
                 for (k, v) in config.effective().sorted(by: { $0.key < $1.key }) { print("\(k) = \(v)") }
                 return

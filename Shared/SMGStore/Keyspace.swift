@@ -108,4 +108,19 @@ public struct Keyspace: Sendable, Hashable {
     public func connectionsPrefix(site: String?) -> String { site.map { "\(prefix)conn:\($0):" } ?? "\(prefix)conn:" }
     /// ZSET: every census hash → when it expires (ms).
     public var connectionsIndex: String { "\(prefix)conn-index" }
+
+    // Operator web interface (smg-admin; written by it and by `smgctl operator`).
+
+    /// STRING (JSON): an operator account `{name, role, password_hash, disabled, created}`.
+    public func adminOperator(_ name: String) -> String { "\(prefix)admin:operator:\(name.lowercased())" }
+    /// SET: every operator name (lowercase).
+    public var adminOperators: String { "\(prefix)admin:operators" }
+    /// STRING (JSON, expires with the session): a web session, keyed by the SHA-256 (hex) of its cookie.
+    public func adminSession(_ digest: String) -> String { "\(prefix)admin:session:\(digest)" }
+    /// HASH: SHA-256 (hex) of an API token → JSON `{operator, created, label}`.
+    public var adminTokens: String { "\(prefix)admin:tokens" }
+    /// STRING counter (with a time to live): failed operator logins from one IP, or for one name.
+    public func adminLoginFailures(_ subject: String) -> String { "\(prefix)admin:loginfail:\(subject)" }
+    /// STREAM (capped): every change made through smg-admin (`admin.change` events).
+    public var adminAudit: String { "\(prefix)admin:audit" }
 }

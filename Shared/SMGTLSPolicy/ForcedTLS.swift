@@ -57,8 +57,12 @@ public struct ForcedTLSRule: Sendable, Hashable, Codable {
         var rule = self
         rule.sender = try Self.normalizedPattern(sender, argument: "--sender")
         rule.recipient = try Self.normalizedPattern(recipient, argument: "--recipient")
+        rule.mxHost = try Self.normalizedPattern(mxHost, argument: "--mx-host")
         if rule.sender == nil && rule.recipient == nil && rule.mxHost == nil {
             throw Invalid(argument: "--sender/--recipient", problem: "give at least one of them")
+        }
+        if rule.mxHost != nil && (rule.sender != nil || rule.recipient != nil) {
+            throw Invalid(argument: "--mx-host", problem: "a rule by MX host has no sender or recipient")
         }
         rule.fingerprints = fingerprints.map { $0.lowercased().replacingOccurrences(of: ":", with: "") }
         for f in rule.fingerprints where f.count != 64 || !f.allSatisfy(\.isHexDigit) {
@@ -71,6 +75,26 @@ public struct ForcedTLSRule: Sendable, Hashable, Codable {
             throw Invalid(argument: "--fingerprint", problem: "only for --level fingerprint")
         }
         return rule
+    }
+
+    /// A rule as an operator gives it (level and action as text, `smgctl tls rule add` and the
+    /// admin API alike), checked by `validated()`; the error names the argument (`--level`,
+    /// `--action`, `--sender`, …). Without `action`: `hold` (nothing is bounced or sent in
+    /// plaintext; an operator decides).
+    public static func make(sender: String?, recipient: String?, mxHost: String? = nil, level: String,
+                            fingerprints: [String] = [], action: String?, comment: String = "") throws(Invalid) -> ForcedTLSRule {
+        guard let parsedLevel = Level(rawValue: level.trimmingCharacters(in: .whitespaces).lowercased()) else {
+            throw Invalid(argument: "--level", problem: "\"\(level)\" is not one of \(Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        var parsedAction = Action.hold
+        if let action {
+            guard let a = Action(rawValue: action.trimmingCharacters(in: .whitespaces).lowercased()) else {
+                throw Invalid(argument: "--action", problem: "\"\(action)\" is not one of \(Action.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            parsedAction = a
+        }
+        return try ForcedTLSRule(id: "", sender: sender, recipient: recipient, mxHost: mxHost, level: parsedLevel,
+                                 fingerprints: fingerprints, action: parsedAction, comment: comment).validated()
     }
 
     static func normalizedPattern(_ pattern: String?, argument: String) throws(Invalid) -> String? {

@@ -4,12 +4,15 @@ Everything listens on 127.0.0.1 only, on ports the kernel hands out. Every proce
 starts is killed when the test ends, also when it fails.
 """
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -18,6 +21,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import redis as redislib
+import requests
 from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,13 +227,15 @@ class Gateway:
             env.update(overrides)
         return env
 
-    def start(self, service: str, name: str = None, **overrides):
+    def start(self, service: str, name: str = None, args=(), **overrides):
+        """Starts `service` (environment: `env()` plus `overrides`); `args` are its command line
+        arguments (e.g. ["--config", path])."""
         name = name or service
         env = self.env({k: str(v) for k, v in overrides.items()})
         env["SMG_INSTANCE"] = name
         log = open(self.workdir / f"{name}.log", "ab")
         self.logs[name] = self.workdir / f"{name}.log"
-        proc = subprocess.Popen([str(self.bins / service)], env=env, stdout=log, stderr=log,
+        proc = subprocess.Popen([str(self.bins / service), *map(str, args)], env=env, stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL)
         self.procs[name] = proc
         return proc
@@ -325,3 +331,192 @@ def send(port: int, message: bytes, sender="sender@customer.example", rcpts=("us
 
 def subject_of(raw: bytes) -> str:
     return BytesParser().parsebytes(raw, headersonly=True)["Subject"]
+
+
+def submit_authenticated(port: int, login: str, password: str, message: bytes, cafile, sender="sender@customer.example",
+                         rcpts=("user@dest.example",), helo="app1.customer.example") -> str:
+    """Submits one message the way a customer's application does: STARTTLS (the server's
+    certificate checked against `cafile`, for the name 127.0.0.1), then AUTH as `login`. Returns
+    the queued id."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.ehlo(helo)
+        s.starttls(context=context)
+        s.ehlo(helo)
+        s.login(login, password)
+        code, reply = s.mail(sender)
+        assert code == 250, reply
+        for r in rcpts:
+            code, reply = s.rcpt(r)
+            assert code == 250, reply
+        code, reply = s.data(message)
+        assert code == 250, reply
+        return queued_id(reply)
+
+
+# ---- smg-admin ------------------------------------------------------------------------------------
+
+
+def loopback_certificate(directory: Path):
+    """A test CA and a server certificate signed by it for 127.0.0.1 and localhost (IP and DNS
+    subjectAltName), made with openssl now. Returns (ca, cert, key) paths; clients verify the
+    server with `ca` (requests: verify=str(ca); ssl: cafile=ca)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    ca, ca_key, cert, key, csr, ext = (d / "ca.pem", d / "ca.key", d / "server.pem", d / "server.key", d / "server.csr",
+                                        d / "server.ext")
+
+    def openssl(*args):
+        out = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, f"openssl {' '.join(map(str, args))}: {out.stderr}"
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+            "-subj", "/CN=SMG Admin Test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    ext.write_text("basicConstraints=critical,CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage=serverAuth\n"
+                   "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-set_serial", "4242", "-days", "2",
+            "-sha256", "-extfile", ext, "-out", cert)
+    return ca, cert, key
+
+
+def spki_sha256_base64(cert) -> str:
+    """base64 of the SHA-256 of the certificate's public key (SubjectPublicKeyInfo, DER): what
+    chromium's --ignore-certificate-errors-spki-list takes, so a browser trusts exactly this key."""
+    pem = subprocess.run(["openssl", "x509", "-in", str(cert), "-pubkey", "-noout"], capture_output=True, check=True,
+                         timeout=30).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pem, capture_output=True, check=True,
+                         timeout=30).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def _yaml_file(path: Path, keys: dict):
+    """Writes dotted keys ({"admin.listen": "…"}) as nested YAML mappings, every value a quoted string."""
+    tree = {}
+    for dotted, value in keys.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+
+    def lines(node, indent):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                yield f"{' ' * indent}{k}:"
+                yield from lines(v, indent + 2)
+            else:
+                yield f"{' ' * indent}{k}: {json.dumps(str(v))}"
+
+    Path(path).write_text("\n".join(lines(tree, 0)) + "\n")
+
+
+class Admin:
+    """smg-admin (the operators' web interface and JSON API) started by `gateway` with a YAML
+    config file (stopped with the gateway's other processes): HTTPS on a free loopback port with a certificate made now (`loopback_certificate`,
+    or `tls=(ca, cert, key)`), the gateway's Redis and key prefix, and a DKIM master key made with
+    `smgctl dkim init-master-key`. `config`: more keys, dotted (`{"admin.session_idle": "3s"}`).
+
+        admin = Admin(gateway).start()
+        password = admin.operator("alice", "admin")
+        web = admin.login("alice", password)        # a requests.Session with the session cookie
+        api = admin.bearer(admin.token("alice"))    # a requests.Session with Authorization: Bearer
+        api.get(admin.url + "/api/v1/customers")
+    """
+
+    def __init__(self, gateway: "Gateway", config=None, name: str = "smg-admin", tls=None):
+        self.gateway = gateway
+        self.name = name
+        self.dir = gateway.workdir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca, self.cert, self.key = tls or loopback_certificate(self.dir / "tls")
+        self.port = free_port()
+        self.master_key = self.dir / "dkim-master.key"
+        if not self.master_key.exists():
+            out = subprocess.run([str(gateway.bins / "smgctl"), "dkim", "init-master-key", "--master-key-file",
+                                  str(self.master_key)], capture_output=True, text=True, timeout=30,
+                                 stdin=subprocess.DEVNULL)
+            assert out.returncode == 0, out.stdout + out.stderr
+        self.config = {
+            "admin.listen": f"127.0.0.1:{self.port}",
+            "admin.tls_certificate": str(self.cert),
+            "admin.tls_key": str(self.key),
+            "redis.url": gateway.redis.url,
+            "redis.key_prefix": gateway.prefix,
+            "dkim.master_key_file": str(self.master_key),
+        }
+        self.config.update(config or {})
+        self.config_file = self.dir / "admin.yaml"
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> "Admin":
+        _yaml_file(self.config_file, self.config)
+        self.proc = self.gateway.start("smg-admin", name=self.name, args=["--config", self.config_file])
+
+        def answering():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"smg-admin exited with {self.proc.returncode}:\n" + self.log_text()[-3000:])
+            try:
+                self.client().get(self.url + "/login", timeout=2, allow_redirects=False)
+                return True
+            except requests.RequestException:
+                return False
+
+        wait_until(answering, timeout, interval=0.2, what="smg-admin to answer HTTPS")
+        return self
+
+    def log_text(self) -> str:
+        return self.gateway.log_text(self.name) if self.name in self.gateway.logs else ""
+
+    def operator(self, name: str, role: str = "admin") -> str:
+        """Creates an operator with `smgctl operator add`; returns the password it printed once."""
+        out = self.gateway.smgctl("operator", "add", name, "--role", role)
+        assert out.returncode == 0, out.stdout + out.stderr
+        for line in out.stdout.splitlines():
+            if line.startswith("password: "):
+                return line.split()[1]
+        raise AssertionError(f"no 'password: …' line from smgctl operator add: {out.stdout!r}")
+
+    def token(self, name: str) -> str:
+        """An API token for operator `name` (`smgctl operator token`, printed once)."""
+        out = self.gateway.smgctl("operator", "token", name)
+        assert out.returncode == 0, out.stdout + out.stderr
+        for line in out.stdout.splitlines():
+            if line.startswith("token: "):
+                return line.split()[1]
+        raise AssertionError(f"no 'token: …' line from smgctl operator token: {out.stdout!r}")
+
+    def client(self):
+        """A requests.Session that trusts the admin's test CA. It ignores the environment: with
+        trust_env, REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE would win over `verify`, and a proxy
+        variable would send loopback requests elsewhere."""
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = str(self.ca)
+        return s
+
+    def bearer(self, token: str):
+        """A requests.Session sending `Authorization: Bearer <token>` (no cookie, no CSRF token)."""
+        s = self.client()
+        s.headers["Authorization"] = f"Bearer {token}"
+        return s
+
+    def login(self, name: str, password: str):
+        """A requests.Session logged in through the form at POST /login (cookie `smg_session`);
+        `.csrf` is its CSRF token (from GET /api/v1/session)."""
+        s = self.client()
+        r = s.post(self.url + "/login", data={"name": name, "password": password}, allow_redirects=False, timeout=30)
+        assert r.status_code == 303, (r.status_code, r.text[:500])
+        assert "smg_session" in s.cookies, r.headers
+        info = s.get(self.url + "/api/v1/session", timeout=30)
+        assert info.status_code == 200, (info.status_code, info.text[:500])
+        s.csrf = info.json()["csrf"]
+        return s

@@ -145,9 +145,14 @@ def test_takeover_burst_brakes_the_account_and_release_lifts_it(gateway, sink, r
     out = gateway.smgctl("customer", "brake", "shop", "--min-burst", "8", "--volume-factor", "1")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["brake"]["minBurst"] == 8
-    # Replacing the customer's policy keeps its brake limits.
-    out = gateway.smgctl("customer", "add", "shop", "--network", "127.0.0.0/8", "--domain", "customer.example")
-    assert json.loads(out.stdout)["brake"]["minBurst"] == 8
+    # Changing the customer's policy keeps its brake limits (and every setting not given);
+    # creating it again is refused rather than silently replacing it.
+    out = gateway.smgctl("customer", "update", "shop", "--name", "Shop", "--no-require-tls")
+    assert out.returncode == 0, out.stderr
+    changed = json.loads(out.stdout)
+    assert changed["brake"]["minBurst"] == 8 and changed["name"] == "Shop" and changed["domains"] == ["customer.example"]
+    again = gateway.smgctl("customer", "add", "shop", "--network", "127.0.0.0/8")
+    assert again.returncode != 0 and "exists" in again.stderr
     bad_limit = gateway.smgctl("customer", "brake", "shop", "--bad-share", "2")
     assert bad_limit.returncode != 0 and "--bad-share" in bad_limit.stderr
 
