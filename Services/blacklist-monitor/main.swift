@@ -88,7 +88,7 @@ struct MonitorService: Service {
     let process: GatewayProcess
 
     func run() async throws {
-        try? await cancelWhenGracefulShutdown { await self.loop() }
+        await cancelWhenGracefulShutdown { await self.loop() }
     }
 
     func loop() async {

@@ -1,4 +1,4 @@
-public import SMGCore
+import SMGCore
 import Foundation
 
 /// Passwords of SMTP AUTH logins (and of operators): the one rule both `smgctl` and `smg-admin`

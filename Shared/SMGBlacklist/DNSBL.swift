@@ -1,5 +1,5 @@
 public import SMGDNS
-public import Foundation
+import Foundation
 
 /// One DNS blocklist (RFC 5782): its zone, where its operator delists addresses, and what its
 /// answers mean.

@@ -1,7 +1,7 @@
 public import SMGCore
 public import SMGRuntime
 public import SMGStore
-public import SMTPClient
+import SMTPClient
 public import SMGNDR
 public import SMGAccounts
 public import SMGDNS

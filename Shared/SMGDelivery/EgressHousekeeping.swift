@@ -60,7 +60,7 @@ public struct EgressHousekeeping: Service {
 
     public func run() async throws {
         // Chores only: a shutdown cancels them at once (nothing here is half-done state).
-        try? await cancelWhenGracefulShutdown { await self.loop() }
+        await cancelWhenGracefulShutdown { await self.loop() }
     }
 
     func loop() async {

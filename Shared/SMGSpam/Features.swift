@@ -1,4 +1,4 @@
-public import SMGMIME
+import SMGMIME
 
 /// What the spam engine reads off one message: the tokens the statistical model scores, and the
 /// facts the rules look at. Extracted once per message, from the raw RFC 5322 octets.

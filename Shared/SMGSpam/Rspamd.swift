@@ -1,5 +1,5 @@
 public import AsyncHTTPClient
-public import SMGCore
+import SMGCore
 public import NIOCore
 import Foundation
 

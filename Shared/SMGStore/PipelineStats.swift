@@ -1,4 +1,4 @@
-public import SMGCore
+import SMGCore
 import SMGRedis
 import Foundation
 

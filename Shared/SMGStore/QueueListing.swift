@@ -1,5 +1,5 @@
 public import SMGCore
-public import Foundation
+import Foundation
 
 /// How operators see a `QueueItem`: the words and the JSON object that `smgctl queue list/show`
 /// and smg-admin's queue page and API both show (one implementation, so both say the same).

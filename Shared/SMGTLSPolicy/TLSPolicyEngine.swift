@@ -1,7 +1,7 @@
 public import SMGDNS
 public import SMGCore
 public import SMTPClient
-public import Foundation
+import Foundation
 
 /// The outbound TLS policy of one recipient domain (R14–R16), decided before connecting:
 /// DANE > MTA-STS > forced rule > opportunistic, the strictest applicable requirement per MX host.

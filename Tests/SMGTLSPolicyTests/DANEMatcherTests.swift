@@ -30,7 +30,7 @@ final class DANEMatcherTests: XCTestCase {
                         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
             try openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "leaf.key",
                         "-out", "leaf.csr", "-subj", "/CN=mx.dane.test")
-            try FileManager.default.createFile(atPath: dir + "/ext.cnf", contents: Data("subjectAltName=DNS:mx.dane.test\n".utf8))
+            try Data("subjectAltName=DNS:mx.dane.test\n".utf8).write(to: URL(fileURLWithPath: dir + "/ext.cnf"))
             try openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
                         "-out", "leaf.pem", "-days", "30", "-extfile", "ext.cnf")
             try openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "other.key",
