@@ -46,7 +46,12 @@ public final class RedisBatcher: Sendable {
     /// How many pipelines went to Redis and how many calls they carried (for tests and metrics).
     public var sent: (pipelines: Int, calls: Int) { state.withLock { ($0.pipelines, $0.calls) } }
 
-    public init(client: RedisClient, script: RedisScript, maxBatch: Int = 64, maxBatchBytes: Int = 8 << 20) {
+    /// `WAIT` after each batch (see `RedisClient.evalMany`): one wait covers the whole batch.
+    public let replicas: ReplicaAcknowledgement?
+
+    public init(client: RedisClient, script: RedisScript, maxBatch: Int = 64, maxBatchBytes: Int = 8 << 20,
+                replicas: ReplicaAcknowledgement? = nil) {
+        self.replicas = replicas
         self.client = client
         self.script = script
         self.maxBatch = max(1, maxBatch)
@@ -121,7 +126,7 @@ public final class RedisBatcher: Sendable {
     private func send(_ batch: [Call]) async -> [(Call, Result<RedisValue, any Error>)] {
         do {
             let replies = try await client.evalMany(script, calls: batch.map { ($0.keys, $0.args) },
-                                                    ignoringCancellation: true)
+                                                    ignoringCancellation: true, replicas: replicas)
             return batch.enumerated().map { i, call in
                 guard i < replies.count else {
                     return (call, .failure(RedisError(.protocol, "pipeline returned \(replies.count) replies for \(batch.count) commands")))

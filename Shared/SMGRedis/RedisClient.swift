@@ -53,6 +53,8 @@ public final class RedisClient: Sendable {
     private let logger: Logger
     private let slots: [Slot]
     private let state: Locked<State>
+    /// For `redis+sentinel://` endpoints: where the primary is now.
+    private let locator: PrimaryLocator?
 
     private struct State {
         var closed = false
@@ -78,6 +80,7 @@ public final class RedisClient: Sendable {
         self.logger = logger
         self.slots = (0..<poolSize).map { Slot(index: $0) }
         self.state = Locked(State(inFlight: Array(repeating: 0, count: poolSize)))
+        self.locator = endpoint.sentinel.map { PrimaryLocator(endpoint: endpoint, sentinel: $0, timeout: timeout, logger: logger) }
     }
 
     deinit {
@@ -136,8 +139,13 @@ public final class RedisClient: Sendable {
     /// answered with `NOSCRIPT` (it did not run them) are sent once more as `EVAL`.
     /// `ignoringCancellation`: the calls belong to other tasks too (`RedisBatcher`), so the
     /// sending task's cancellation must not fail them.
+    ///
+    /// `replicas`: after the calls, `WAIT count timeout` on the same connection (so it covers
+    /// their writes); when fewer replicas than `count` acknowledged within the timeout, every
+    /// call that succeeded gets the error reply `NOTREPLICATED …` instead — its write is on the
+    /// primary but not (yet) on enough replicas, so the caller must not report it as safe.
     public func evalMany(_ script: RedisScript, calls: [(keys: [RedisArg], args: [RedisArg])],
-                         ignoringCancellation: Bool = false) async throws -> [RedisValue]
+                         ignoringCancellation: Bool = false, replicas: ReplicaAcknowledgement? = nil) async throws -> [RedisValue]
     {
         if calls.isEmpty { return [] }
         let sha = RedisArg(script.sha1)
@@ -155,6 +163,13 @@ public final class RedisClient: Sendable {
                         logger.debug("redis script not cached, falling back to EVAL", metadata: ["sha1": "\(script.sha1)"])
                         let again = try conn.pipeline(unknown.map { ["EVAL", RedisArg(script.source)] + tails[$0] })
                         for (i, reply) in zip(unknown, again) { replies[i] = reply }
+                    }
+                    if let replicas, replicas.count > 0, replies.contains(where: { if case .error = $0 { false } else { true } }) {
+                        let acknowledged = try conn.command(["WAIT", RedisArg(replicas.count), RedisArg(replicas.timeoutMilliseconds)]).int ?? 0
+                        if acknowledged < replicas.count {
+                            let refusal = RedisValue.error("NOTREPLICATED \(acknowledged) of \(replicas.count) replicas acknowledged within \(replicas.timeoutMilliseconds) ms")
+                            replies = replies.map { if case .error = $0 { $0 } else { refusal } }
+                        }
                     }
                     return replies
                 }
@@ -243,7 +258,7 @@ public final class RedisClient: Sendable {
         }
         defer { state.withLock { $0.inFlight[index] -= 1 } }
         let slot = slots[index]
-        let endpoint = self.endpoint, timeout = self.timeout, logger = self.logger
+        let endpoint = self.endpoint, timeout = self.timeout, logger = self.logger, locator = self.locator
         return try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
             slot.queue.async {
                 if self.state.withLock({ $0.closed }) {
@@ -254,19 +269,30 @@ public final class RedisClient: Sendable {
                 let result = Result<T, any Error> {
                     let conn: RedisConnection
                     do {
-                        conn = try slot.connection(endpoint: endpoint, timeout: timeout, logger: logger)
+                        conn = try slot.connection(endpoint: endpoint, locator: locator, timeout: timeout, logger: logger)
                     } catch var error as RedisError {
                         // Nothing of the caller's command was written yet.
                         error.commandNotSent = true
                         throw error
                     }
                     do {
-                        return try body(conn)
+                        let value = try body(conn)
+                        if let locator, Self.saysReadOnly(value) {
+                            // Written to a node that is no longer the primary: nothing ran there.
+                            slot.closeConnection()
+                            locator.forget(conn.endpoint, because: "READONLY")
+                        }
+                        return value
+                    } catch let error as RedisError where error.serverErrorPrefix == "READONLY" {
+                        slot.closeConnection()
+                        locator?.forget(conn.endpoint, because: "READONLY")
+                        throw error
                     } catch let error as RedisError where error.isConnectionFatal {
                         logger.warning("redis connection lost", metadata: [
                             "endpoint": "\(endpoint)", "slot": "\(slot.index)", "error": "\(error)",
                         ])
                         slot.closeConnection()
+                        locator?.forget(conn.endpoint, because: "\(error)")
                         throw error
                     }
                 }
@@ -279,33 +305,60 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// Whether a reply (or any reply of a pipeline) is `-READONLY`: the node is a replica now.
+    private static func saysReadOnly<T>(_ value: T) -> Bool {
+        func readOnly(_ v: RedisValue) -> Bool {
+            if case .error(let m) = v { return m.hasPrefix("READONLY") }
+            return false
+        }
+        if let v = value as? RedisValue { return readOnly(v) }
+        if let vs = value as? [RedisValue] { return vs.contains(where: readOnly) }
+        return false
+    }
+
     /// One pool slot. `conn` is only touched on `queue`, which is what makes the
     /// `@unchecked Sendable` sound.
     private final class Slot: @unchecked Sendable {
         let index: Int
         let queue: DispatchQueue
         private var conn: RedisConnection?
+        /// The locator's generation `conn` was made for (Sentinel endpoints only).
+        private var generation = 0
 
         init(index: Int) {
             self.index = index
             self.queue = DispatchQueue(label: "smg.redis.slot.\(index)")
         }
 
-        func connection(endpoint: RedisEndpoint, timeout: Duration, logger: Logger) throws -> RedisConnection {
+        func connection(endpoint: RedisEndpoint, locator: PrimaryLocator?, timeout: Duration, logger: Logger) throws
+            -> RedisConnection
+        {
             if let conn {
-                if conn.isIdleAndAlive { return conn }
-                logger.debug("redis idle connection found dead, reconnecting",
-                             metadata: ["endpoint": "\(endpoint)", "slot": "\(index)"])
+                if conn.isIdleAndAlive && (locator == nil || locator?.generation == generation) { return conn }
+                logger.debug("redis idle connection found dead or of an old primary, reconnecting",
+                             metadata: ["endpoint": "\(conn.endpoint)", "slot": "\(index)"])
                 conn.close()
             }
             conn = nil
+            var target = endpoint
             do {
-                let c = try RedisConnection(endpoint: endpoint, timeout: timeout)
-                logger.debug("redis connected", metadata: ["endpoint": "\(endpoint)", "slot": "\(index)"])
+                if let locator { (target, generation) = try locator.primary() }
+                let c = try RedisConnection(endpoint: target, timeout: timeout)
+                if let locator {
+                    // Sentinel may lag behind a failover for a moment: write only to a primary.
+                    let role = try c.command(["ROLE"])
+                    guard role.array?.first?.string == "master" else {
+                        c.close()
+                        locator.forget(target, because: "ROLE is \(role.array?.first?.string ?? "?")")
+                        throw RedisError(.connection, "\(target) is not the primary (a failover is under way)")
+                    }
+                }
+                logger.debug("redis connected", metadata: ["endpoint": "\(target)", "slot": "\(index)"])
                 conn = c
                 return c
             } catch {
-                logger.warning("redis connect failed", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
+                if let locator, (error as? RedisError)?.isConnectionFatal == true { locator.forget(target, because: "\(error)") }
+                logger.warning("redis connect failed", metadata: ["endpoint": "\(target)", "error": "\(error)"])
                 throw error
             }
         }
@@ -314,6 +367,16 @@ public final class RedisClient: Sendable {
             conn?.close()
             conn = nil
         }
+    }
+}
+
+/// How many replicas must have a write before it counts (`WAIT`), and how long to wait for them.
+public struct ReplicaAcknowledgement: Sendable, Hashable {
+    public var count: Int
+    public var timeoutMilliseconds: Int
+    public init(count: Int, timeoutMilliseconds: Int) {
+        self.count = count
+        self.timeoutMilliseconds = timeoutMilliseconds
     }
 }
 

@@ -43,8 +43,10 @@ public struct RedisError: Error, CustomStringConvertible, Sendable, Hashable {
 
     /// Error replies with which Redis says "not executed, try again": still loading the
     /// dataset (`LOADING`), busy in a script or function (`BUSY`), a replica whose master is
-    /// down (`MASTERDOWN`), a cluster slot in migration (`TRYAGAIN`).
-    public static let transientServerPrefixes: Set<Substring> = ["LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"]
+    /// down (`MASTERDOWN`), a cluster slot in migration (`TRYAGAIN`), a write sent to a node that
+    /// a failover made a replica (`READONLY`: a replica writes nothing, so a script that failed
+    /// with it changed nothing; with Sentinel the client finds the new primary for the retry).
+    public static let transientServerPrefixes: Set<Substring> = ["LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY"]
 
     /// True if the command certainly did not run and may simply be sent again later: one
     /// of `transientServerPrefixes`, or a connect failure before the command was written.

@@ -48,6 +48,12 @@ public enum CommonKeys {
     public static let eventsMax = ConfigKey<Int>.int(
         "store.events_max", default: 1_000_000, range: 1000...1_000_000_000,
         help: "Approximate length cap of the global event stream smg:events.")
+    public static let acceptReplicas = ConfigKey<Int>.int(
+        "store.accept_replicas", default: 0, range: 0...16,
+        help: "Answer 250 only once this many replicas have the accepted message (WAIT after the accept); 0 = the primary's fsync only.")
+    public static let acceptReplicasTimeout = ConfigKey.duration(
+        "store.accept_replicas_timeout", default: "1s", min: .milliseconds(10), max: .seconds(60),
+        help: "How long an accept waits for store.accept_replicas; fewer in time → 451 (the client's retry is deduplicated).")
     public static let drainTimeout = ConfigKey.duration(
         "shutdown.drain_timeout", default: "15s", min: .zero, max: .seconds(600),
         help: "On SIGTERM: how long work in flight may take to finish before its leases are handed back.")
@@ -56,6 +62,7 @@ public enum CommonKeys {
         site.erased, instance.erased, redisURL.erased, redisPool.erased, redisTimeout.erased, keyPrefix.erased,
         busBind.erased, busAdvertise.erased, busHighWaterMark.erased, eventsBind.erased, httpListen.erased,
         logLevel.erased, retention.erased, bodyRetention.erased, eventsMax.erased, messageEventsMax.erased, drainTimeout.erased,
+        acceptReplicas.erased, acceptReplicasTimeout.erased,
     ]
 }
 

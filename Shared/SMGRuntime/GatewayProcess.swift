@@ -79,10 +79,18 @@ public final class GatewayProcess: Sendable {
         redis = RedisClient(endpoint: endpoint, poolSize: try config.get(CommonKeys.redisPool),
                             timeout: try config.get(CommonKeys.redisTimeout), logger: logger)
         let keys = Keyspace(prefix: try config.get(CommonKeys.keyPrefix))
+        let replicas = try config.get(CommonKeys.acceptReplicas)
+        let replicaWait = try config.get(CommonKeys.acceptReplicasTimeout)
+        if replicas > 0, replicaWait >= (try config.get(CommonKeys.redisTimeout)) {
+            throw ConfigError(key: CommonKeys.acceptReplicasTimeout.name, source: "config",
+                              problem: "must be shorter than redis.timeout (the WAIT would time out the connection)")
+        }
         store = MessageStore(redis: redis, keys: keys, globalEventsMaxLength: try config.get(CommonKeys.eventsMax),
                              retentionSeconds: try config.get(CommonKeys.retention).milliseconds / 1000,
                              bodyRetentionSeconds: try config.get(CommonKeys.bodyRetention).milliseconds / 1000,
-                             messageEventsMaxLength: try config.get(CommonKeys.messageEventsMax))
+                             messageEventsMaxLength: try config.get(CommonKeys.messageEventsMax),
+                             acceptReplicas: replicas > 0
+                                ? ReplicaAcknowledgement(count: replicas, timeoutMilliseconds: Int(replicaWait.milliseconds)) : nil)
         registry = Registry(redis: redis, keys: keys)
         zmq = try ZMQContext()
         events = try EventPublisher(context: zmq, bind: try config.get(CommonKeys.eventsBind), logger: logger)

@@ -162,8 +162,13 @@ public struct SpamModelStore: Sendable {
     /// Returns true when this call wrote it.
     public func seedIfEmpty(with model: BayesModel, owner: String) async throws -> Bool {
         if try await version() != nil { return false }
-        let locked = try await redis.command("SET", .init(seedLockKey), .init(owner), "NX", "EX", "120")
-        guard locked.string == "OK" else { return false }
+        var locked = try await redis.command("SET", .init(seedLockKey), .init(owner), "NX", "EX", "120").string == "OK"
+        if !locked, try await redis.command("GET", .init(seedLockKey)).string == owner {
+            // Our own lock, but no model: a Redis failover lost the seeding (the new primary got
+            // the lock but not all of the model). Seed again now rather than when the lock expires.
+            locked = true
+        }
+        guard locked else { return false }
         // Released whether seeding worked or failed (a failed one is retried by the next message at
         // once, not after the lock's expiry); it expires by itself only if this process dies here.
         let seeded: Bool

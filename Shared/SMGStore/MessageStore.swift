@@ -107,14 +107,16 @@ public final class MessageStore: Sendable {
 
     public init(redis: RedisClient, keys: Keyspace = Keyspace(), globalEventsMaxLength: Int = 1_000_000,
                 retentionSeconds: Int = 7 * 24 * 3600, bodyRetentionSeconds: Int = 3600,
-                messageEventsMaxLength: Int = 1000) {
+                messageEventsMaxLength: Int = 1000, acceptReplicas: ReplicaAcknowledgement? = nil) {
         self.bodyRetentionSeconds = max(1, bodyRetentionSeconds)
         self.messageEventsMaxLength = max(10, messageEventsMaxLength)
         self.redis = redis
         self.keys = keys
         self.globalEventsMaxLength = globalEventsMaxLength
         self.retentionSeconds = retentionSeconds
-        acceptBatch = RedisBatcher(client: redis, script: Scripts.accept)
+        // With `acceptReplicas`, an accept counts only once that many replicas have it (`WAIT`
+        // after each batch); ingress answers 451 otherwise (the client's retry is deduplicated).
+        acceptBatch = RedisBatcher(client: redis, script: Scripts.accept, replicas: acceptReplicas)
         claimBatch = RedisBatcher(client: redis, script: Scripts.claimAndLoad)
         commitBatch = RedisBatcher(client: redis, script: Scripts.commit)
     }
@@ -156,6 +158,7 @@ public final class MessageStore: Sendable {
                    .init(keys.globalEvents), .init(keys.pending(topic)), .init(keys.submission(fingerprint ?? "-"))],
             args: [.init(id.rawValue), .init(envelope.jsonBytes()), .init(body), .init(event.jsonBytes()),
                    .init(redriveAfterMilliseconds), .init(globalEventsMaxLength), .init(ttl)])
+        if case .error(let message) = reply { throw RedisError(.server, message) }
         if let text = reply.string, let prior = MessageID(text) { return .duplicate(of: prior) }
         return try Self.flag(reply) ? .stored : .existed
     }

@@ -72,6 +72,24 @@ final class ModelStoreTests: XCTestCase {
         XCTAssertEqual(r4, .ham)
     }
 
+    /// After a Redis failover the new primary may hold this process's seeding lock but not the
+    /// model (replication had not carried all of it): seeding again must not wait for the lock to
+    /// expire; another process's lock still keeps this one out.
+    func testALostSeedingIsRedoneByTheLockOwnerAtOnce() async throws {
+        let store = SpamModelStore(redis: redis)
+        var seed = BayesModel()
+        seed.learn(["cheap", "pills"], spam: true, count: 5)
+        _ = try await redis.command("SET", .init(store.seedLockKey), "classifier-1", "EX", "120")
+        let other = try await store.seedIfEmpty(with: seed, owner: "classifier-2")
+        XCTAssertFalse(other, "another owner's lock keeps the seeding to that owner")
+        let again = try await store.seedIfEmpty(with: seed, owner: "classifier-1")
+        XCTAssertTrue(again, "the owner of a lock without a model seeds at once")
+        let version = try await store.version()
+        XCTAssertNotNil(version)
+        let lock = try await redis.command("EXISTS", .init(store.seedLockKey)).int
+        XCTAssertEqual(lock, 0, "the lock is released after seeding")
+    }
+
     func testSeedingHappensOnceAndTheCacheFollowsTheVersion() async throws {
         let store = SpamModelStore(redis: redis)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("smg-model-\(UUID().uuidString)")

@@ -156,25 +156,32 @@ public final class RedisServerFixture {
         if let unixSocketPath { args += ["--unixsocket", unixSocketPath, "--unixsocketperm", "700"] }
         args += extraArguments
         p.arguments = args
+        do {
+            try Self.launch(p, port: port, what: "redis-server", log: { self.log })
+            process = p
+        } catch {
+            if p.isRunning { sendSignal(p.processIdentifier, SIGKILL) }
+            throw error
+        }
+    }
+
+    /// Runs `p` (a redis-server, also in Sentinel mode) and waits up to 10 s until it answers
+    /// PING on `port`; throws with the tail of its log when it exits or stays silent.
+    static func launch(_ p: Process, port: Int, what: String, log: () -> String) throws {
         p.standardInput = FileHandle.nullDevice
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
-        process = p
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
-            if !p.isRunning {
-                process = nil
-                throw FixtureError("redis-server exited with \(p.terminationStatus): \(log.suffix(2000))")
-            }
-            if Self.ping(port: port) { return }
+            if !p.isRunning { throw FixtureError("\(what) exited with \(p.terminationStatus): \(log().suffix(2000))") }
+            if ping(port: port) { return }
             usleep(20_000)
         }
-        kill()
-        throw FixtureError("redis-server on port \(port) did not answer PING within 10 s")
+        throw FixtureError("\(what) on port \(port) did not answer PING within 10 s")
     }
 
-    private static func redisServerPath() throws -> String {
+    static func redisServerPath() throws -> String {
         for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/usr/local/bin").split(separator: ":") {
             let path = "\(dir)/redis-server"
             if FileManager.default.isExecutableFile(atPath: path) { return path }
@@ -182,7 +189,7 @@ public final class RedisServerFixture {
         throw FixtureError("redis-server not found in PATH")
     }
 
-    private static func waitForExit(_ p: Process, timeout: TimeInterval) -> Bool {
+    static func waitForExit(_ p: Process, timeout: TimeInterval) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning && Date() < deadline { usleep(5_000) }
         return !p.isRunning
