@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import smtplib
@@ -35,10 +36,33 @@ def bin_dir() -> Path:
     return Path(out.stdout.strip())
 
 
+_PORTS_GIVEN = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 for a server a test starts. Taken below the kernel's
+    ephemeral range (32768–60999 here): a port the kernel hands out (bind to port 0, as every
+    service does for its ZeroMQ and HTTP endpoints, or an outgoing connection) could be taken by
+    another process between this check and the server's bind — a test then fails with "Address
+    already in use". Each port is handed out once per test run."""
+    low, high = 20000, 32767
+    try:
+        low_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        high = min(high, low_ephemeral - 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    raise AssertionError(f"no free port in {low}-{high}")
 
 
 def listening(port: int) -> bool:

@@ -130,10 +130,9 @@ def common_free_port(addresses, attempts: int = 100) -> int:
     """A TCP port that is free on every one of `addresses` (all loopback)."""
     for a in addresses:
         check_loopback(a)
+    from harness import free_port  # below the ephemeral range: see its comment
     for _ in range(attempts):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         socks = []
         try:
             for a in addresses:
