@@ -235,13 +235,7 @@ struct AccountCommand: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @Argument(help: "Login name.") var login: String
 
-        func run() async throws {
-            let (redis, keys, _) = try connection.open()
-            do { _ = try await AccountStore(redis: redis, keys: keys).setLoginDisabled(login, true) } catch let error as AccountError {
-                throw ValidationError("<login>: \(error.message)")
-            }
-            print("login \(login) disabled")
-        }
+        func run() async throws { try await AccountCommand.setDisabled(login, true, connection) }
     }
 
     struct Enable: AsyncParsableCommand {
@@ -249,13 +243,15 @@ struct AccountCommand: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @Argument(help: "Login name.") var login: String
 
-        func run() async throws {
-            let (redis, keys, _) = try connection.open()
-            do { _ = try await AccountStore(redis: redis, keys: keys).setLoginDisabled(login, false) } catch let error as AccountError {
-                throw ValidationError("<login>: \(error.message)")
-            }
-            print("login \(login) enabled")
+        func run() async throws { try await AccountCommand.setDisabled(login, false, connection) }
+    }
+
+    static func setDisabled(_ login: String, _ disabled: Bool, _ connection: Connection) async throws {
+        let (redis, keys, _) = try connection.open()
+        do { _ = try await AccountStore(redis: redis, keys: keys).setLoginDisabled(login, disabled) } catch let error as AccountError {
+            throw ValidationError("<login>: \(error.message)")
         }
+        print("login \(login) \(disabled ? "disabled" : "enabled")")
     }
 
     struct Remove: AsyncParsableCommand {

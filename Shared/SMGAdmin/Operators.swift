@@ -164,10 +164,10 @@ public struct OperatorStore: Sendable {
 
     public static func randomToken() -> String {
         var rng = SystemRandomNumberGenerator()
-        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
+        return Hex.lower((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
     }
 
     public static func digest(_ secret: String) -> String {
-        SHA256.hash(data: Array(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.lower(SHA256.hash(data: Array(secret.utf8)))
     }
 }

@@ -1,6 +1,6 @@
 import NIOSSL
 import Crypto
-import Foundation
+import SMGCore
 
 /// The TLSA record (RFC 7671 DANE-EE: usage 3, selector 1 = SubjectPublicKeyInfo, matching 1 =
 /// SHA-256) that a domain publishes for the gateway's own certificate, so DANE senders can check
@@ -18,7 +18,7 @@ public enum TLSAPublication {
         }
         guard let leaf = chain.first else { throw Failure(description: "no certificate in \(pemFile)") }
         let spki = try leaf.extractPublicKey().toSPKIBytes()
-        let digest = SHA256.hash(data: spki).map { String(format: "%02x", $0) }.joined()
+        let digest = Hex.lower(SHA256.hash(data: spki))
         return "_\(port)._tcp.\(host). IN TLSA 3 1 1 \(digest)"
     }
 }
