@@ -96,8 +96,12 @@ public struct ConfigMapKey: Sendable {
     }
 }
 
-/// The configuration of one process: one YAML file plus environment overrides.
+/// The configuration of one process: YAML files plus environment overrides.
 ///
+/// - Several files are read in order and each key takes its value from the last file that sets
+///   it (a map key's whole map, too): a site-wide file first, then the service's own file
+///   (`--config site.yaml --config egress-good.yaml`). Every file is checked on its own: unknown
+///   keys are errors wherever they are, and an error names the file the value came from.
 /// - Nested YAML mappings are flattened with dots: `redis: {url: …}` is the key `redis.url`.
 /// - Every key can be overridden by `SMG_` + the key upper-cased with `.` → `_`
 ///   (`SMG_REDIS_URL`). A map key is overridden as `k1=v1;k2=v2`.
@@ -111,12 +115,19 @@ public struct Config: Sendable {
         "SMG_" + key.uppercased().replacingOccurrences(of: ".", with: "_").replacingOccurrences(of: "-", with: "_")
     }
 
-    /// Loads and validates: every known key's value must parse, every key in the file must be known.
+    /// Loads and validates one file (or none): see `init(files:environment:keys:)`.
     public init(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
+                keys: [AnyConfigKey]) throws {
+        try self.init(files: file.map { [$0] } ?? [], environment: environment, keys: keys)
+    }
+
+    /// Loads and validates: every known key's value must parse, every key in every file must be
+    /// known. Later files override earlier ones key by key; the environment overrides them all.
+    public init(files: [String], environment: [String: String] = ProcessInfo.processInfo.environment,
                 keys: [AnyConfigKey]) throws {
         self.keys = keys
         let known = Dictionary(keys.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        if let file {
+        for file in files {
             let text: String
             do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
                 throw ConfigError(key: "--config", source: file, problem: "cannot read file: \(error.localizedDescription)")

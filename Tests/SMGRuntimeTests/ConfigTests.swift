@@ -37,6 +37,54 @@ final class ConfigTests: XCTestCase {
                        ["*": "127.0.0.1:2526", "example.com": "[192.0.2.1]:25"])
     }
 
+    func testSeveralFilesMergeInOrderKeyByKey() throws {
+        let site = try write("""
+            site: eu-de-03
+            redis:
+              url: redis://10.0.3.1:6379/0
+              pool: 4
+            egress:
+              routes:
+                "*": 127.0.0.1:2526
+                example.org: 127.0.0.1:2527
+            """)
+        let service = try write("""
+            redis:
+              pool: 12
+            stage:
+              concurrency: 32
+            egress:
+              routes:
+                example.com: "[192.0.2.1]:25"
+            """)
+        let config = try Config(files: [site, service], environment: ["SMG_STAGE_LEASE": "45s"], keys: keys)
+        XCTAssertEqual(try config.get(CommonKeys.site), "eu-de-03", "only the first file sets it")
+        XCTAssertEqual(try config.get(CommonKeys.redisURL), "redis://10.0.3.1:6379/0")
+        XCTAssertEqual(try config.get(CommonKeys.redisPool), 12, "the later file wins")
+        XCTAssertEqual(try config.get(StageKeys.concurrency), 32)
+        XCTAssertEqual(try config.get(StageKeys.lease), .seconds(45), "the environment overrides every file")
+        XCTAssertEqual(config.get(ConfigMapKey("egress.routes", help: "")), ["example.com": "[192.0.2.1]:25"],
+                       "a map is replaced whole, never merged entry by entry")
+
+        // In the other order the site's values win.
+        let reversed = try Config(files: [service, site], environment: [:], keys: keys)
+        XCTAssertEqual(try reversed.get(CommonKeys.redisPool), 4)
+
+        // An error names the file the bad value came from, and an unknown key in any file is refused.
+        let bad = try write("stage:\n  concurrency: 0\n")
+        XCTAssertThrowsError(try Config(files: [site, bad], environment: [:], keys: keys)) { error in
+            XCTAssertTrue("\(error)".contains("stage.concurrency"), "\(error)")
+            XCTAssertTrue("\(error)".contains(bad), "\(error) should name \(bad)")
+        }
+        let typo = try write("redis:\n  pol: 3\n")
+        XCTAssertThrowsError(try Config(files: [typo, service], environment: [:], keys: keys)) { error in
+            XCTAssertTrue("\(error)".contains("redis.pol") && "\(error)".contains(typo), "\(error)")
+        }
+        // A value overridden later is not checked: only the effective value must be valid.
+        let fixed = try Config(files: [bad, service], environment: [:], keys: keys)
+        XCTAssertEqual(try fixed.get(StageKeys.concurrency), 32)
+    }
+
     func testErrorsNameTheKeyAndTheSource() throws {
         let cases: [(String, [String: String], String, String)] = [
             ("stage:\n  concurrency: 0\n", [:], "stage.concurrency", "out of range"),
