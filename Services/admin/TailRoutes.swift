@@ -95,7 +95,8 @@ extension Admin {
 
     /// Server-sent events from every process's tap: one `data: <event JSON>` per event, a
     /// `: keepalive` comment every 15 s. Subscribes as `smgctl tap` does (the registry's `events`
-    /// endpoints, looked up every 2 s so processes that start later are seen too). Ends when the
+    /// endpoints, looked up every 2 s so processes that start later are seen too and those gone
+    /// are dropped; with the process's CurveZMQ keypair when the bus uses CURVE). Ends when the
     /// client goes away (a write fails: with no events, within two keepalives, as TCP takes the
     /// first write after the peer left) or the server shuts down gracefully; either way the
     /// discovery loop is cancelled and the subscriber closed.
@@ -115,16 +116,13 @@ extension Admin {
             // client slower than the gateway loses the oldest lines, not the server's memory.
             let (lines, sink) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(2000))
             let discovery = Task {
-                var connected: Set<String> = []
                 while !Task.isCancelled {
                     if let live = try? await registry.endpoints(kind: "events") {
-                        for endpoint in Set(live).subtracting(connected) {
-                            do {
-                                try await subscriber.connect(endpoint)
-                                connected.insert(endpoint)
-                            } catch {
-                                logger.debug("live tail: cannot connect", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
-                            }
+                        // A tap this process cannot use (CURVE on one side only, or its key refused) is logged once.
+                        for problem in await subscriber.follow(live).problems {
+                            logger.error("live tail: cannot use tap endpoint", metadata: [
+                                "endpoint": .string(problem.entry), "error": .string(problem.problem),
+                            ])
                         }
                     }
                     try? await Task.sleep(for: .seconds(2))

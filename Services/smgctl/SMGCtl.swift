@@ -2,6 +2,7 @@ import ArgumentParser
 import SMGCore
 import SMGStore
 import SMGRedis
+import SMGRuntime
 import SMGBus
 import Logging
 import Foundation
@@ -12,11 +13,11 @@ struct SMGCtl: AsyncParsableCommand {
         commandName: "smgctl",
         abstract: "Operate the Secure Mail Gateway.",
         subcommands: [Tap.self, Trace.self, Queue.self, CustomerCommand.self, AccountCommand.self, OperatorCommand.self, TLSACommand.self, TLSCommand.self, BlacklistCommand.self,
-                      DKIM.self, PoolCommand.self, Train.self, Classify.self])
+                      DKIM.self, PoolCommand.self, Train.self, Classify.self, BusCommand.self])
 }
 
 struct Connection: ParsableArguments {
-    @Option(name: .long, help: "Redis URL (default: $SMG_REDIS_URL or redis://127.0.0.1:6379/0).")
+    @Option(name: .long, help: "Redis URL (default: $SMG_REDIS_URL or redis://127.0.0.1:6379/0); for rediss:// the TLS settings come from $SMG_REDIS_TLS_CA_FILE, $SMG_REDIS_TLS_CERTIFICATE, $SMG_REDIS_TLS_KEY, $SMG_REDIS_TLS_SERVER_NAME.")
     var redis: String?
 
     @Option(name: .long, help: "Redis key prefix (default: $SMG_REDIS_KEY_PREFIX or smg:).")
@@ -28,7 +29,13 @@ struct Connection: ParsableArguments {
         let env = ProcessInfo.processInfo.environment
         let url = redis ?? env["SMG_REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
         let endpoint: RedisEndpoint
-        do { endpoint = try RedisEndpoint(url: url) } catch {
+        do {
+            endpoint = try RedisSettings.endpoint(
+                url: url, caFile: env[CommonKeys.redisTLSCAFile.environmentName] ?? "",
+                certificate: env[CommonKeys.redisTLSCertificate.environmentName] ?? "",
+                key: env[CommonKeys.redisTLSKey.environmentName] ?? "",
+                serverName: env[CommonKeys.redisTLSServerName.environmentName] ?? "", source: "environment")
+        } catch {
             throw ValidationError("--redis: \(error)")
         }
         let keys = Keyspace(prefix: prefix ?? env["SMG_REDIS_KEY_PREFIX"] ?? Keyspace.defaultPrefix)
@@ -84,6 +91,8 @@ struct Tap: AsyncParsableCommand {
     @Option(name: .long, help: "Exit after this many seconds.")
     var seconds: Double?
 
+    @OptionGroup var curve: CurveKeyOption
+
     func validate() throws {
         if let id, MessageID(id) == nil { throw ValidationError("--id: \"\(id)\" is not a message id (ULID)") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
@@ -92,7 +101,7 @@ struct Tap: AsyncParsableCommand {
     func run() async throws {
         let (redis, keys, logger) = try connection.open()
         let registry = Registry(redis: redis, keys: keys)
-        let context = try ZMQContext()
+        let context = try ZMQContext(security: try curve.security())
         // Subscribe by topic prefix where possible; filter the rest here.
         let subscriptions = type.isEmpty || type.contains(where: { $0 == "*" })
             ? [Topic.eventsPrefix]
@@ -101,11 +110,12 @@ struct Tap: AsyncParsableCommand {
         let wanted = id.flatMap(MessageID.init)
         let deadline = seconds.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
         let discovery = Task {
-            var connected: Set<String> = []
             while !Task.isCancelled {
                 if let live = try? await registry.endpoints(kind: "events") {
-                    for endpoint in Set(live).subtracting(connected) { try? await subscriber.connect(endpoint) }
-                    connected.formUnion(live)
+                    // Endpoints it cannot use (CURVE without --curve-key-file, or refused) are named once.
+                    for problem in await subscriber.follow(live).problems {
+                        FileHandle.standardError.write(Data("smgctl: tap: \(problem)\n".utf8))
+                    }
                 }
                 try? await Task.sleep(for: .milliseconds(500))
             }

@@ -23,7 +23,8 @@ public struct BusMessage: Sendable, Hashable {
 public let busDefaultMaxMessageSize = 64 * 1024 * 1024
 
 /// A PUSH socket that binds: the producer end of a pipeline stage ("producers bind,
-/// consumers connect"). Connected `BusPuller`s are served round-robin.
+/// consumers connect"). Connected `BusPuller`s are served round-robin. With a CURVE context it
+/// is a CURVE server: only authorized clients complete the handshake and get messages.
 ///
 /// **Owns** one ZeroMQ socket (see `SocketCore` for the thread rules: the socket lives on
 /// its own serial queue; all methods may be called from any task).
@@ -46,13 +47,18 @@ public final class BusPusher: Sendable {
         self.highWaterMark = highWaterMark
         self.maxMessageSize = maxMessageSize
         self.logger = logger
-        core = try SocketCore(context: context, type: ZMQ_PUSH, name: "push", logger: logger)
+        core = try SocketCore(context: context, type: ZMQ_PUSH, name: "push", role: .server, logger: logger)
         endpoint = try core.setup { s in
             try SocketCore.setInt(s, ZMQ_SNDHWM, highWaterMark, "ZMQ_SNDHWM")
             try SocketCore.setInt(s, ZMQ_SNDTIMEO, 1000, "ZMQ_SNDTIMEO")
             return try SocketCore.bind(s, bind)
         }
+        publicEndpoint = BusEndpoint(address: endpoint, serverKey: context.security?.keyPair.publicKey).description
     }
+
+    /// What consumers connect to (the registry entry): `endpoint`, with `?curve=<server key>`
+    /// when the context uses CURVE.
+    public let publicEndpoint: String
 
     /// Queues `message` for one connected puller. Returns false if it could not be queued
     /// within `timeout` (no peer, or all peers at their HWM), if it is larger than
@@ -84,7 +90,7 @@ public final class BusPuller: Sendable {
 
     public init(context: ZMQContext, highWaterMark: Int = 16, maxMessageSize: Int = busDefaultMaxMessageSize,
                 logger: Logger) throws {
-        core = try SocketCore(context: context, type: ZMQ_PULL, name: "pull", logger: logger)
+        core = try SocketCore(context: context, type: ZMQ_PULL, name: "pull", role: .client, logger: logger)
         try core.setup { s in
             try SocketCore.setInt(s, ZMQ_RCVHWM, highWaterMark, "ZMQ_RCVHWM")
             var max = Int64(maxMessageSize)
@@ -94,9 +100,14 @@ public final class BusPuller: Sendable {
         }
     }
 
+    /// Connects to a producer's registry entry (`BusEndpoint`; with CURVE, the server's key is set
+    /// just before `zmq_connect`). Throws `BusEndpointError` for an entry this socket must not use
+    /// (plaintext while CURVE is on, or the reverse), `ZMQError` when libzmq fails.
     public func connect(_ endpoint: String) async throws { try await core.connect(endpoint) }
     public func disconnect(_ endpoint: String) async throws { try await core.disconnect(endpoint) }
-    /// The endpoints passed to `connect` and not yet disconnected (empty once closed).
+    /// Makes the connections match the registry's entries (see `BusFollowReport`).
+    public func follow(_ entries: [String]) async -> BusFollowReport { await core.follow(entries) }
+    /// The entries passed to `connect` (or `follow`) and connected now (empty once closed).
     public var connectedEndpoints: Set<String> { get async { await core.connectedEndpoints } }
 
     /// Waits for the next message. Returns nil after `close()` (also one that is pending).
@@ -108,7 +119,8 @@ public final class BusPuller: Sendable {
 
 /// A PUB socket that binds, for event taps. `publish` never waits: libzmq drops messages
 /// for a subscriber that is at its high-water mark (`ZMQ_SNDHWM`, default 10 000), which is
-/// acceptable for taps (the event log in Redis is the record).
+/// acceptable for taps (the event log in Redis is the record). With a CURVE context it is a
+/// CURVE server: only authorized subscribers get events.
 ///
 /// **Owns** one ZeroMQ socket on its own serial queue (see `SocketCore`).
 public final class EventPublisher: Sendable {
@@ -116,12 +128,17 @@ public final class EventPublisher: Sendable {
     public let endpoint: String
 
     public init(context: ZMQContext, bind: String, highWaterMark: Int = 10_000, logger: Logger) throws {
-        core = try SocketCore(context: context, type: ZMQ_PUB, name: "pub", logger: logger)
+        core = try SocketCore(context: context, type: ZMQ_PUB, name: "pub", role: .server, logger: logger)
         endpoint = try core.setup { s in
             try SocketCore.setInt(s, ZMQ_SNDHWM, highWaterMark, "ZMQ_SNDHWM")
             return try SocketCore.bind(s, bind)
         }
+        publicEndpoint = BusEndpoint(address: endpoint, serverKey: context.security?.keyPair.publicKey).description
     }
+
+    /// What subscribers connect to (the registry entry): `endpoint`, with `?curve=<server key>`
+    /// when the context uses CURVE.
+    public let publicEndpoint: String
 
     /// Publishes to all matching subscribers. Returns false only if closed or libzmq failed.
     @discardableResult
@@ -146,7 +163,7 @@ public final class TapSubscriber: Sendable {
     public init(context: ZMQContext, subscriptions: [String], highWaterMark: Int = 10_000,
                 maxMessageSize: Int = busDefaultMaxMessageSize, logger: Logger) throws {
         self.subscriptions = subscriptions
-        core = try SocketCore(context: context, type: ZMQ_SUB, name: "sub", logger: logger)
+        core = try SocketCore(context: context, type: ZMQ_SUB, name: "sub", role: .client, logger: logger)
         try core.setup { s in
             try SocketCore.setInt(s, ZMQ_RCVHWM, highWaterMark, "ZMQ_RCVHWM")
             var max = Int64(maxMessageSize)
@@ -159,12 +176,27 @@ public final class TapSubscriber: Sendable {
         }
     }
 
+    /// Connects to a publisher's registry entry; see `BusPuller.connect`.
     public func connect(_ endpoint: String) async throws { try await core.connect(endpoint) }
     public func disconnect(_ endpoint: String) async throws { try await core.disconnect(endpoint) }
+    /// Makes the connections match the registry's entries (see `BusFollowReport`).
+    public func follow(_ entries: [String]) async -> BusFollowReport { await core.follow(entries) }
     public var connectedEndpoints: Set<String> { get async { await core.connectedEndpoints } }
 
     /// Waits for the next matching message; nil after `close()`; honours cancellation.
     public func receive() async throws -> BusMessage? { try await core.receive() }
 
     public func close() async { await core.close() }
+}
+
+/// What `follow` did with a list of registry entries: connected new ones, disconnected those
+/// no longer listed, and found problems — an entry this socket must not use (malformed, or
+/// plaintext while CURVE is on, or the reverse; reported once while it stays listed), or a
+/// connection whose CURVE handshake the server refused (this process's key is not authorized
+/// there; reported each time, tried again after 30 s). Callers log the problems as errors.
+public struct BusFollowReport: Sendable {
+    public var connected: [String] = []
+    public var disconnected: [String] = []
+    public var problems: [BusEndpointError] = []
+    public init() {}
 }

@@ -21,31 +21,63 @@ internal import Logging
 /// **Lifetime.** The socket is closed exactly once: by `close()`, when the context is shut
 /// down (`ETERM`), or from `deinit`. The core retains its `ZMQContext`, so the context is
 /// terminated only after the socket is closed.
+///
+/// **CURVE** (the context has `BusSecurity`): a `.server` socket is a CURVE server under the
+/// context's ZAP handler; a `.client` socket is a CURVE client that sets the server's key just
+/// before each `zmq_connect` and watches its handshakes through a socket monitor (an inproc
+/// PAIR, read only by `follow`, on the queue), so a connection the server refused is noticed,
+/// reported and retried later instead of being silently gone (libzmq does not reconnect after
+/// a refused handshake).
 final class SocketCore: @unchecked Sendable {
     static let sliceMilliseconds = 50
+    /// How long a connection whose handshake the peer refused waits before `follow` tries again.
+    static let retryAfterRefusal = Duration.seconds(30)
+
+    enum Role { case server, client }
 
     let queue: DispatchQueue
     let context: ZMQContext
     let logger: Logger
     let name: String
     private var socket: UnsafeMutableRawPointer?
-    private var endpoints: Set<String> = []
+    /// The connection monitor of a CURVE client (ZMQ_PAIR), else nil.
+    private var monitor: UnsafeMutableRawPointer?
+    /// Connected endpoints: address given to `zmq_connect` → the entry it was connected for.
+    private var endpoints: [String: String] = [:]
+    /// Entries `follow` refused (unusable as long as they are listed): reported once.
+    private var refused: Set<String> = []
+    /// Entries whose handshake the peer refused → when `follow` may connect them again.
+    private var retryAt: [String: ContinuousClock.Instant] = [:]
 
-    init(context: ZMQContext, type: Int32, name: String, logger: Logger) throws {
+    private static let monitorCounter = Locked<UInt64>(0)
+
+    init(context: ZMQContext, type: Int32, name: String, role: Role, logger: Logger) throws {
         self.context = context
         self.logger = logger
         self.name = name
         self.queue = DispatchQueue(label: "smg.bus.\(name)")
         let ctx = context.handle
-        self.socket = try queue.sync {
+        let security = context.security
+        let monitorAddress = "inproc://smg.bus.monitor.\(Self.monitorCounter.withLock { $0 += 1; return $0 })"
+        (self.socket, self.monitor) = try queue.sync {
             guard let s = zmq_socket(ctx.raw, type) else { throw ZMQError.last("zmq_socket \(name)") }
+            var monitor: UnsafeMutableRawPointer?
             do {
                 try Self.setInt(s, ZMQ_LINGER, 0, "ZMQ_LINGER")
+                if let security {
+                    switch role {
+                    case .server: try Self.makeCurveServer(s, security)
+                    case .client:
+                        try Self.setBytes(s, ZMQ_CURVE_PUBLICKEY, security.keyPair.publicKey, "ZMQ_CURVE_PUBLICKEY")
+                        try Self.setBytes(s, ZMQ_CURVE_SECRETKEY, security.keyPair.secretKey, "ZMQ_CURVE_SECRETKEY")
+                        monitor = try Self.makeMonitor(ctx.raw, s, monitorAddress)
+                    }
+                }
             } catch {
                 zmq_close(s)
                 throw error
             }
-            return s
+            return (s, monitor)
         }
     }
 
@@ -53,12 +85,55 @@ final class SocketCore: @unchecked Sendable {
         // No operation is pending (each one retains the core), so nothing races with this.
         if let s = socket {
             let h = ZMQHandle(raw: s)
+            let m = monitor.map { ZMQHandle(raw: $0) }
             let ctx = context
             queue.async {
-                zmq_close(h.raw)
+                Self.closeSockets(h.raw, m?.raw)
                 withExtendedLifetime(ctx) {}
             }
         }
+    }
+
+    /// `ZMQ_ZAP_ENFORCE_DOMAIN` (a draft constant libzmq 4.3 implements but zmq.h hides): with a
+    /// ZAP domain set, a CURVE server refuses clients when no ZAP handler answers.
+    static let zapEnforceDomain: Int32 = 93
+
+    private static func makeCurveServer(_ s: UnsafeMutableRawPointer, _ security: BusSecurity) throws {
+        try setInt(s, ZMQ_CURVE_SERVER, 1, "ZMQ_CURVE_SERVER")
+        try setBytes(s, ZMQ_CURVE_SECRETKEY, security.keyPair.secretKey, "ZMQ_CURVE_SECRETKEY")
+        try setBytes(s, ZMQ_ZAP_DOMAIN, Array(ZAPHandler.domain.utf8), "ZMQ_ZAP_DOMAIN")
+        var one: Int32 = 1
+        // Required: without it a libzmq whose ZAP handler is gone would let any client that knows
+        // the server key in (fail open). A libzmq without the option refuses to run CURVE.
+        if zmq_setsockopt(s, zapEnforceDomain, &one, MemoryLayout<Int32>.size) != 0 {
+            throw ZMQError.last("zmq_setsockopt ZMQ_ZAP_ENFORCE_DOMAIN (needed for CURVE)")
+        }
+    }
+
+    /// A PAIR socket receiving `s`'s handshake failures (the events after which libzmq gives
+    /// the connection up).
+    private static func makeMonitor(_ ctx: UnsafeMutableRawPointer, _ s: UnsafeMutableRawPointer,
+                                    _ address: String) throws -> UnsafeMutableRawPointer {
+        let events = ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+        if zmq_socket_monitor(s, address, Int32(events)) != 0 { throw ZMQError.last("zmq_socket_monitor") }
+        guard let m = zmq_socket(ctx, ZMQ_PAIR) else { throw ZMQError.last("zmq_socket monitor") }
+        do {
+            try setInt(m, ZMQ_LINGER, 0, "ZMQ_LINGER")
+            if zmq_connect(m, address) != 0 { throw ZMQError.last("zmq_connect \(address)") }
+        } catch {
+            zmq_close(m)
+            _ = zmq_socket_monitor(s, nil, 0)
+            throw error
+        }
+        return m
+    }
+
+    private static func closeSockets(_ s: UnsafeMutableRawPointer, _ monitor: UnsafeMutableRawPointer?) {
+        if let monitor {
+            _ = zmq_socket_monitor(s, nil, 0)
+            zmq_close(monitor)
+        }
+        zmq_close(s)
     }
 
     // MARK: - synchronous setup (init only: non-blocking zmq calls)
@@ -114,25 +189,171 @@ final class SocketCore: @unchecked Sendable {
         }
     }
 
-    func connect(_ endpoint: String) async throws {
-        try await perform("zmq_connect \(endpoint)") { core, s in
-            if zmq_connect(s, endpoint) != 0 { throw ZMQError.last("zmq_connect \(endpoint)") }
-            core.endpoints.insert(endpoint)
-            core.logger.debug("zmq connected", metadata: ["socket": "\(core.name)", "endpoint": "\(endpoint)"])
+    /// Connects to a registry entry (`BusEndpoint`): with CURVE, `ZMQ_CURVE_SERVERKEY` is set to
+    /// the entry's key just before `zmq_connect` of its address. An entry for an address that is
+    /// connected for another entry (a new server key) replaces that connection; the same entry
+    /// again changes nothing. Throws `BusEndpointError` for an entry this socket must not use.
+    func connect(_ entry: String) async throws {
+        let endpoint = try BusEndpoint(parsing: entry)
+        try await perform("zmq_connect \(entry)") { core, s in try core.connectOnQueue(s, endpoint, entry: entry) }
+    }
+
+    /// Disconnects the connection made for `entry` (`ZMQError` ENOENT if there is none).
+    func disconnect(_ entry: String) async throws {
+        let endpoint = try BusEndpoint(parsing: entry)
+        try await perform("zmq_disconnect \(entry)") { core, s in
+            guard core.endpoints[endpoint.address] == entry else {
+                throw ZMQError.fromCode(ENOENT, "zmq_disconnect \(entry)")
+            }
+            core.endpoints[endpoint.address] = nil
+            if zmq_disconnect(s, endpoint.address) != 0 { throw ZMQError.last("zmq_disconnect \(entry)") }
         }
     }
 
-    func disconnect(_ endpoint: String) async throws {
-        try await perform("zmq_disconnect \(endpoint)") { core, s in
-            if zmq_disconnect(s, endpoint) != 0 { throw ZMQError.last("zmq_disconnect \(endpoint)") }
-            core.endpoints.remove(endpoint)
+    /// Whether this socket may connect to `endpoint`: a CURVE client only to an endpoint with
+    /// a server key, a plaintext one only to one without.
+    static func check(_ endpoint: BusEndpoint, entry: String, security: BusSecurity?) throws(BusEndpointError) {
+        if security != nil, endpoint.serverKey == nil {
+            throw BusEndpointError(entry: entry, problem:
+                "plaintext endpoint refused: this process uses CURVE (bus.curve_key_file) and connects only to endpoints registered with a server key")
+        }
+        if security == nil, let key = endpoint.serverKey {
+            throw BusEndpointError(entry: entry, problem:
+                "the endpoint is a CURVE server (key \(Z85.encode(key))) but this process has no CURVE keypair (bus.curve_key_file is empty): it cannot connect")
+        }
+    }
+
+    private func connectOnQueue(_ s: UnsafeMutableRawPointer, _ endpoint: BusEndpoint, entry: String) throws {
+        try Self.check(endpoint, entry: entry, security: context.security)
+        if let current = endpoints[endpoint.address] {
+            if current == entry { return }
+            endpoints[endpoint.address] = nil
+            _ = zmq_disconnect(s, endpoint.address)
+        }
+        if let key = endpoint.serverKey {
+            try Self.setBytes(s, ZMQ_CURVE_SERVERKEY, key, "ZMQ_CURVE_SERVERKEY")
+        }
+        if zmq_connect(s, endpoint.address) != 0 { throw ZMQError.last("zmq_connect \(entry)") }
+        endpoints[endpoint.address] = entry
+        logger.debug("zmq connected", metadata: ["socket": "\(name)", "endpoint": "\(entry)"])
+    }
+
+    /// Makes the connections match `entries` (registry entries; for one address, the last entry
+    /// given wins): connects new ones, disconnects those no longer listed, and reports what it
+    /// did. Entries this socket must not use are reported once while they stay listed;
+    /// connections whose handshake the peer refused (a key not authorized there) are reported
+    /// each time and tried again after `retryAfterRefusal`.
+    func follow(_ entries: [String]) async -> BusFollowReport {
+        await withCheckedContinuation { (cont: CheckedContinuation<BusFollowReport, Never>) in
+            queue.async { cont.resume(returning: self.followOnQueue(entries)) }
+        }
+    }
+
+    private func followOnQueue(_ entries: [String]) -> BusFollowReport {
+        var report = BusFollowReport()
+        guard let s = socket else { return report }
+        let now = ContinuousClock.now
+        for failure in takeHandshakeFailures() {
+            // libzmq names the peer as connected to: the address given, or (after a reconnect)
+            // its resolved form; then the port decides, if only one connection has it.
+            let port = failure.address.split(separator: ":").last.map { ":" + $0 } ?? failure.address
+            let byPort = endpoints.keys.filter { $0.hasSuffix(port) }
+            guard let address = endpoints[failure.address] != nil ? failure.address : byPort.count == 1 ? byPort[0] : nil,
+                  let entry = endpoints[address]
+            else {
+                report.problems.append(BusEndpointError(entry: failure.address, problem: failure.problem))
+                continue
+            }
+            endpoints[address] = nil
+            _ = zmq_disconnect(s, address)
+            retryAt[entry] = now + Self.retryAfterRefusal
+            report.problems.append(BusEndpointError(entry: entry, problem: failure.problem))
+        }
+        let listed = Set(entries)
+        refused.formIntersection(listed)
+        retryAt = retryAt.filter { listed.contains($0.key) }
+        var wanted: [String: BusEndpoint] = [:]   // address → endpoint (of the last entry given)
+        var wantedEntry: [String: String] = [:]
+        for entry in entries where !refused.contains(entry) {
+            do {
+                let endpoint = try BusEndpoint(parsing: entry)
+                try Self.check(endpoint, entry: entry, security: context.security)
+                wanted[endpoint.address] = endpoint
+                wantedEntry[endpoint.address] = entry
+            } catch {
+                refused.insert(entry)
+                report.problems.append(error)
+            }
+        }
+        for (address, entry) in endpoints where wantedEntry[address] != entry {
+            endpoints[address] = nil
+            _ = zmq_disconnect(s, address)
+            report.disconnected.append(entry)
+        }
+        for (address, endpoint) in wanted.sorted(by: { $0.key < $1.key }) where endpoints[address] == nil {
+            let entry = wantedEntry[address]!
+            if let at = retryAt[entry] {
+                if now < at { continue }
+                retryAt[entry] = nil
+            }
+            do {
+                try connectOnQueue(s, endpoint, entry: entry)
+                report.connected.append(entry)
+            } catch let error as BusEndpointError {
+                refused.insert(entry)
+                report.problems.append(error)
+            } catch {
+                // A libzmq error (e.g. a resource running short) may pass: tried again later.
+                retryAt[entry] = now + Self.retryAfterRefusal
+                report.problems.append(BusEndpointError(entry: entry, problem: "\(error); trying again in \(Self.retryAfterRefusal)"))
+            }
+        }
+        return report
+    }
+
+    /// One whole multipart message from `s` (a signal interrupting the wait is retried); nil when
+    /// none could be read (`zmq_errno()` says why: EAGAIN with ZMQ_DONTWAIT, ETERM at shutdown).
+    static func receiveFrames(_ s: UnsafeMutableRawPointer, flags: Int32) -> [[UInt8]]? {
+        var frames: [[UInt8]] = []
+        var more = true
+        while more {
+            var msg = zmq_msg_t()
+            zmq_msg_init(&msg)
+            defer { zmq_msg_close(&msg) }
+            if zmq_msg_recv(&msg, s, flags) < 0 {
+                if zmq_errno() == EINTR { continue }
+                return nil
+            }
+            let size = zmq_msg_size(&msg)
+            frames.append(size == 0 ? [] : Array(UnsafeRawBufferPointer(start: zmq_msg_data(&msg), count: size)))
+            more = zmq_msg_more(&msg) != 0
+        }
+        return frames
+    }
+
+    /// Handshake failures the monitor reported since the last call (CURVE clients only).
+    private func takeHandshakeFailures() -> [(address: String, problem: String)] {
+        guard let m = monitor else { return [] }
+        var out: [(address: String, problem: String)] = []
+        while true {
+            guard let frames = Self.receiveFrames(m, flags: ZMQ_DONTWAIT) else { return out }
+            // Frame 1: event (uint16) + value (uint32), native byte order; frame 2: the endpoint.
+            guard frames.count == 2, frames[0].count == 6 else { continue }
+            let event = frames[0].withUnsafeBytes { UInt32($0.loadUnaligned(as: UInt16.self)) }
+            let value = frames[0].withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 2, as: UInt32.self) }
+            let address = String(decoding: frames[1], as: UTF8.self)
+            let ours = context.security.map { Z85.encode($0.keyPair.publicKey) } ?? "-"
+            let problem = event == UInt32(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+                ? "the server refused this process's CURVE key \(ours) (ZAP status \(value)): it must be in the server's bus.curve_authorized_keys; trying again in \(Self.retryAfterRefusal)"
+                : "CURVE handshake failed (protocol error 0x\(String(value, radix: 16))); trying again in \(Self.retryAfterRefusal)"
+            out.append((address, problem))
         }
     }
 
     var connectedEndpoints: Set<String> {
         get async {
             await withCheckedContinuation { (cont: CheckedContinuation<Set<String>, Never>) in
-                queue.async { cont.resume(returning: self.socket == nil ? [] : self.endpoints) }
+                queue.async { cont.resume(returning: self.socket == nil ? [] : Set(self.endpoints.values)) }
             }
         }
     }
@@ -151,7 +372,8 @@ final class SocketCore: @unchecked Sendable {
         guard let s = socket else { return }
         socket = nil
         endpoints.removeAll()
-        zmq_close(s)
+        Self.closeSockets(s, monitor)
+        monitor = nil
         logger.debug("zmq socket closed", metadata: ["socket": "\(name)"])
     }
 

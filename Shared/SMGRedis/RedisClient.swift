@@ -1,6 +1,8 @@
 import SMGSync
 public import Logging
 internal import Dispatch
+public import NIOCore
+internal import NIOPosix
 
 /// An async Redis client: a fixed pool of `poolSize` `RedisConnection`s.
 ///
@@ -41,6 +43,11 @@ internal import Dispatch
 ///
 /// **Cancellation** is checked before a command is queued and during retry pauses; a queued
 /// or running command is not interrupted (it ends within `timeout`).
+///
+/// **TLS** (`rediss://`, `rediss+sentinel://`): every connection relays through NIOSSL on one
+/// event loop group shared by the whole pool — the caller's (`eventLoopGroup`, e.g. the process's
+/// own) or else one of one thread that the client makes and shuts down in `close()`. Plain
+/// endpoints use no event loop at all.
 public final class RedisClient: Sendable {
     public let endpoint: RedisEndpoint
     public let poolSize: Int
@@ -55,6 +62,10 @@ public final class RedisClient: Sendable {
     private let state: Locked<State>
     /// For `redis+sentinel://` endpoints: where the primary is now.
     private let locator: PrimaryLocator?
+    /// Carries the TLS connections (nil when the endpoint is not TLS).
+    private let eventLoopGroup: (any EventLoopGroup)?
+    /// The group this client made for itself; shut down once `close()` has closed every connection.
+    private let ownedGroup: MultiThreadedEventLoopGroup?
 
     private struct State {
         var closed = false
@@ -67,9 +78,12 @@ public final class RedisClient: Sendable {
     ///     the type's documentation); zero = fail fast.
     ///   - onTransientError: called (on any thread, must not block) before each such retry,
     ///     e.g. to tell a user once that Redis is still loading.
+    ///   - eventLoopGroup: for TLS endpoints, the group to relay on (not shut down by the client);
+    ///     nil = the client makes a one-thread group of its own when the endpoint is TLS.
     public init(endpoint: RedisEndpoint, poolSize: Int = 4, timeout: Duration = .seconds(2),
                 maxWaitingPerSlot: Int = 10_000, transientRetry: Duration = .zero,
-                onTransientError: (@Sendable (RedisError) -> Void)? = nil, logger: Logger) {
+                onTransientError: (@Sendable (RedisError) -> Void)? = nil, logger: Logger,
+                eventLoopGroup: (any EventLoopGroup)? = nil) {
         precondition(poolSize >= 1, "poolSize must be at least 1")
         self.endpoint = endpoint
         self.poolSize = poolSize
@@ -80,13 +94,41 @@ public final class RedisClient: Sendable {
         self.logger = logger
         self.slots = (0..<poolSize).map { Slot(index: $0) }
         self.state = Locked(State(inFlight: Array(repeating: 0, count: poolSize)))
-        self.locator = endpoint.sentinel.map { PrimaryLocator(endpoint: endpoint, sentinel: $0, timeout: timeout, logger: logger) }
+        if endpoint.tls != nil && eventLoopGroup == nil {
+            let own = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            self.ownedGroup = own
+            self.eventLoopGroup = own
+        } else {
+            self.ownedGroup = nil
+            self.eventLoopGroup = endpoint.tls == nil ? nil : eventLoopGroup
+        }
+        let group = self.eventLoopGroup
+        self.locator = endpoint.sentinel.map {
+            PrimaryLocator(endpoint: endpoint, sentinel: $0, timeout: timeout, logger: logger, eventLoopGroup: group)
+        }
     }
 
     deinit {
         // Pending commands retain the client, so none is queued now; still close on each
         // slot's queue so a `close()` that is still draining never races with this.
-        for slot in slots { slot.queue.async { slot.closeConnection() } }
+        let closed = state.withLock { $0.closed }
+        Self.closeSlots(slots, thenShutDown: closed ? nil : ownedGroup)
+    }
+
+    /// Closes each slot's connection on its queue (after a command running there), then shuts
+    /// `group` down: no connection is being made on it any more.
+    private static func closeSlots(_ slots: [Slot], thenShutDown group: MultiThreadedEventLoopGroup?) {
+        let drained = DispatchGroup()
+        for slot in slots {
+            drained.enter()
+            slot.queue.async {
+                slot.closeConnection()
+                drained.leave()
+            }
+        }
+        if let group {
+            drained.notify(queue: .global()) { group.shutdownGracefully { _ in } }
+        }
     }
 
     /// Sends one command. Error replies throw `RedisError(.server)`.
@@ -178,14 +220,22 @@ public final class RedisClient: Sendable {
     }
 
     /// Closes all connections. Later and still-waiting commands throw `RedisError(.closed)`;
-    /// a command already running on a connection finishes first (bounded by `timeout`).
+    /// a command already running on a connection finishes first (bounded by `timeout`). A group
+    /// the client made for TLS is shut down after that (asynchronously; its thread then ends).
     public func close() {
         let wasClosed = state.withLock { s -> Bool in
             defer { s.closed = true }
             return s.closed
         }
         guard !wasClosed else { return }
-        for slot in slots { slot.queue.async { slot.closeConnection() } }
+        Self.closeSlots(slots, thenShutDown: ownedGroup)
+    }
+
+    /// Blocks until every connection closed by `close()` is closed (a command still running on
+    /// one finishes first, within `timeout`). A caller that passed its own `eventLoopGroup` calls
+    /// this before shutting that group down, so no TLS connection is being made on it then.
+    public func waitUntilClosed() {
+        for slot in slots { slot.queue.sync {} }
     }
 
     // MARK: - internals
@@ -259,6 +309,7 @@ public final class RedisClient: Sendable {
         defer { state.withLock { $0.inFlight[index] -= 1 } }
         let slot = slots[index]
         let endpoint = self.endpoint, timeout = self.timeout, logger = self.logger, locator = self.locator
+        let group = self.eventLoopGroup
         return try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
             slot.queue.async {
                 if self.state.withLock({ $0.closed }) {
@@ -269,7 +320,8 @@ public final class RedisClient: Sendable {
                 let result = Result<T, any Error> {
                     let conn: RedisConnection
                     do {
-                        conn = try slot.connection(endpoint: endpoint, locator: locator, timeout: timeout, logger: logger)
+                        conn = try slot.connection(endpoint: endpoint, locator: locator, timeout: timeout,
+                                                   group: group, logger: logger)
                     } catch var error as RedisError {
                         // Nothing of the caller's command was written yet.
                         error.commandNotSent = true
@@ -330,8 +382,8 @@ public final class RedisClient: Sendable {
             self.queue = DispatchQueue(label: "smg.redis.slot.\(index)")
         }
 
-        func connection(endpoint: RedisEndpoint, locator: PrimaryLocator?, timeout: Duration, logger: Logger) throws
-            -> RedisConnection
+        func connection(endpoint: RedisEndpoint, locator: PrimaryLocator?, timeout: Duration,
+                        group: (any EventLoopGroup)?, logger: Logger) throws -> RedisConnection
         {
             if let conn {
                 if conn.isIdleAndAlive && (locator == nil || locator?.generation == generation) { return conn }
@@ -343,7 +395,7 @@ public final class RedisClient: Sendable {
             var target = endpoint
             do {
                 if let locator { (target, generation) = try locator.primary() }
-                let c = try RedisConnection(endpoint: target, timeout: timeout)
+                let c = try RedisConnection(endpoint: target, timeout: timeout, eventLoopGroup: group)
                 if let locator {
                     // Sentinel may lag behind a failover for a moment: write only to a primary.
                     let role = try c.command(["ROLE"])

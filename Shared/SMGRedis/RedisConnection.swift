@@ -1,4 +1,6 @@
 internal import CHiredis
+public import NIOCore
+internal import NIOPosix
 #if canImport(Glibc)
 internal import Glibc
 #elseif canImport(Darwin)
@@ -21,6 +23,11 @@ internal import Darwin
 ///
 /// **Limits.** A reply is limited by the server (`proto-max-bulk-len`, 512 MiB by default);
 /// a command by `maxCommandBytes` (checked before anything is written).
+///
+/// **TLS** (`endpoint.tls`, `rediss://`): hiredis 0.14.1 has none, so hiredis talks to one end of
+/// a unix socketpair (`redisConnectFd`) and `RedisTLSBridge` relays the other end over a NIOSSL
+/// connection on `eventLoopGroup`. Everything above (timeouts, errors, `isIdleAndAlive`) works
+/// as over TCP; `timeout` bounds TCP connect and TLS handshake together.
 public final class RedisConnection {
     /// Largest total size of the arguments of one command this client sends.
     public static let maxCommandBytes = 512 * 1024 * 1024
@@ -28,18 +35,33 @@ public final class RedisConnection {
     public let endpoint: RedisEndpoint
     public let timeout: Duration
     private var context: UnsafeMutablePointer<redisContext>?
+    /// The TLS relay of a `rediss://` connection (nil for plain TCP and unix sockets).
+    private let bridge: RedisTLSBridge?
 
     /// Connects (within `timeout`), sets the per-command timeout, then sends AUTH and SELECT
-    /// if the endpoint asks for them. Throws `.connection`, `.timeout` or `.server`
-    /// (e.g. `WRONGPASS`); on any failure the partial context is freed.
-    public init(endpoint: RedisEndpoint, timeout: Duration = .seconds(2)) throws {
+    /// if the endpoint asks for them (over TLS at least a PING, so that a server refusing the
+    /// client certificate fails here, not at the first command). Throws `.connection`,
+    /// `.timeout` or `.server` (e.g. `WRONGPASS`); on any failure the partial context is freed.
+    /// - Parameter eventLoopGroup: carries the TLS of `rediss://` endpoints (ignored otherwise);
+    ///   nil = NIO's shared singleton group.
+    public init(endpoint: RedisEndpoint, timeout: Duration = .seconds(2),
+                eventLoopGroup: (any EventLoopGroup)? = nil) throws {
         self.endpoint = endpoint
         self.timeout = timeout
         let tv = Self.makeTimeval(timeout)
         let ctx: UnsafeMutablePointer<redisContext>?
         if let path = endpoint.unixSocket {
+            bridge = nil
             ctx = redisConnectUnixWithTimeout(path, tv)
+        } else if let tls = endpoint.tls {
+            let (tlsBridge, fd) = try RedisTLSBridge.open(
+                host: endpoint.host, port: endpoint.port, tls: tls,
+                group: eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton, timeout: timeout)
+            bridge = tlsBridge
+            ctx = redisConnectFd(fd)
+            if ctx == nil { closeDescriptor(fd) }
         } else {
+            bridge = nil
             ctx = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), tv)
         }
         guard let ctx else {
@@ -66,6 +88,8 @@ public final class RedisConnection {
         }
         if endpoint.database != 0 {
             _ = try command(["SELECT", RedisArg(endpoint.database)])
+        } else if bridge != nil && endpoint.password == nil {
+            _ = try command(["PING"])
         }
     }
 
@@ -151,8 +175,14 @@ public final class RedisConnection {
     /// Turns the context's error into a `RedisError` and frees the (now unusable) context.
     private func fail(_ ctx: UnsafeMutablePointer<redisContext>, during operation: String) -> RedisError {
         let saved = errno
-        let error = Self.classify(ctx, savedErrno: saved, during: operation)
+        var error = Self.classify(ctx, savedErrno: saved, during: operation)
         close()
+        if let tlsProblem = bridge?.failureDescription {
+            // hiredis only saw the relay close; say why the TLS connection ended.
+            error.message += " (TLS to \(bridge?.peer ?? ""): \(tlsProblem)"
+                + (tlsProblem.contains("CERTIFICATE_REQUIRED") ? "; the server wants a client certificate (redis.tls_certificate, redis.tls_key)" : "")
+                + ")"
+        }
         return error
     }
 
@@ -264,6 +294,11 @@ public final class RedisConnection {
         if tv.tv_sec == 0 && tv.tv_usec == 0 { tv.tv_usec = 1 }
         return tv
     }
+}
+
+/// `close(2)`, out of reach of `RedisConnection.close()`.
+private func closeDescriptor(_ fd: CInt) {
+    _ = close(fd)
 }
 
 /// A connection owns a hiredis context that must not be shared between threads.

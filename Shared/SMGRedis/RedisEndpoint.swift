@@ -8,6 +8,9 @@ internal import Foundation
 /// - `redis+sentinel://[[user]:password@]host:port[,host:port…]/<master name>[/db][?sentinel_password=P]`:
 ///   the primary of `<master name>` as Redis Sentinel reports it (the hosts are the Sentinels,
 ///   port default 26379); `user`/`password` are for the data nodes.
+/// - `rediss://…` and `rediss+sentinel://…`: the same over TLS (to the Sentinels too, and to the
+///   primary they name), trusting the system's roots; `tls` holds the settings (a private CA, a
+///   client certificate, the server name), which the caller may replace.
 public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
     /// Where Redis Sentinel says the primary is.
     public struct Sentinel: Sendable, Hashable {
@@ -42,6 +45,8 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
     public var database: Int
     /// Set for `redis+sentinel://`: `host`/`port` are then only the last primary Sentinel named.
     public var sentinel: Sentinel?
+    /// Set for `rediss://` and `rediss+sentinel://`: connect over TLS (not for unix sockets).
+    public var tls: RedisTLS?
 
     public init(host: String = "127.0.0.1", port: Int = 6379, username: String? = nil,
                 password: String? = nil, database: Int = 0) {
@@ -63,7 +68,8 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
     }
 
     public init(url: String) throws {
-        if url.lowercased().hasPrefix("redis+sentinel://") {
+        let lower = url.lowercased()
+        if lower.hasPrefix("redis+sentinel://") || lower.hasPrefix("rediss+sentinel://") {
             self = try Self.parseSentinel(url)
             return
         }
@@ -77,7 +83,7 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
             return db
         }
         switch scheme {
-        case "redis":
+        case "redis", "rediss":
             guard var host = comps.host, !host.isEmpty else {
                 throw RedisError(.invalidArgument, "Redis URL without host")
             }
@@ -90,6 +96,7 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
             let user = comps.user.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding ?? $0 }
             let pass = comps.password.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding ?? $0 }
             self.init(host: host, port: port, username: user, password: pass, database: db)
+            if scheme == "rediss" { tls = RedisTLS(systemDefaults: ()) }
         case "unix":
             let path = comps.path
             guard path.hasPrefix("/") else { throw RedisError(.invalidArgument, "unix Redis URL needs an absolute path") }
@@ -100,9 +107,11 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// Parses `redis+sentinel://…` by hand: URLComponents does not take a list of hosts.
+    /// Parses `redis+sentinel://…` (and `rediss+sentinel://…`) by hand: URLComponents does not
+    /// take a list of hosts.
     static func parseSentinel(_ url: String) throws -> RedisEndpoint {
-        var rest = Substring(url.dropFirst("redis+sentinel://".count))
+        let secure = url.lowercased().hasPrefix("rediss+")
+        var rest = Substring(url.dropFirst((secure ? "rediss+sentinel://" : "redis+sentinel://").count))
         var query: [String: String] = [:]
         if let q = rest.firstIndex(of: "?") {
             for item in rest[rest.index(after: q)...].split(separator: "&") {
@@ -156,10 +165,11 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
         var endpoint = RedisEndpoint(host: addresses[0].host, port: addresses[0].port, username: user, password: pass, database: db)
         endpoint.sentinel = Sentinel(addresses: addresses, masterName: master,
                                      password: query["sentinel_password"].flatMap { $0.isEmpty ? nil : $0 })
+        if secure { endpoint.tls = RedisTLS(systemDefaults: ()) }
         return endpoint
     }
 
-    /// This endpoint at another address (the primary Sentinel named), with its credentials.
+    /// This endpoint at another address (the primary Sentinel named), with its credentials and TLS.
     func at(host: String, port: Int) -> RedisEndpoint {
         var copy = self
         copy.host = host
@@ -171,11 +181,12 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
     /// The endpoint without its password, safe to log.
     public var description: String {
         if let unixSocket { return "unix://\(unixSocket)?db=\(database)" }
+        let scheme = tls == nil ? "redis" : "rediss"
         if let sentinel {
             let hosts = sentinel.addresses.map { ($0.host.contains(":") ? "[\($0.host)]" : $0.host) + ":\($0.port)" }
-            return "redis+sentinel://\(hosts.joined(separator: ","))/\(sentinel.masterName)/\(database)"
+            return "\(scheme)+sentinel://\(hosts.joined(separator: ","))/\(sentinel.masterName)/\(database)"
         }
         let h = host.contains(":") ? "[\(host)]" : host
-        return "redis://\(h):\(port)/\(database)"
+        return "\(scheme)://\(h):\(port)/\(database)"
     }
 }

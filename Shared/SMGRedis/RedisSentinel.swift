@@ -1,5 +1,6 @@
 import SMGSync
 import Logging
+internal import NIOCore
 
 /// Where the primary is, for a `redis+sentinel://` endpoint: asked of the Sentinels (the first that
 /// answers `SENTINEL get-master-addr-by-name`), remembered until a connection to it fails, it
@@ -8,6 +9,9 @@ import Logging
 /// every pooled connection made for an older generation is replaced before its next command — so
 /// the whole pool moves to the new primary, not only the connection that noticed.
 ///
+/// With `rediss+sentinel://` the Sentinels are asked over TLS too (same CA, client certificate and
+/// server name as the data nodes), and the primary they name is reached over TLS.
+///
 /// Thread rules: `Sendable`; `primary()` blocks (network), so it is only called on a pool slot's
 /// serial queue, never on the cooperative pool.
 final class PrimaryLocator: Sendable {
@@ -15,6 +19,8 @@ final class PrimaryLocator: Sendable {
     let sentinel: RedisEndpoint.Sentinel
     let timeout: Duration
     let logger: Logger
+    /// Carries TLS (nil: plain TCP, or NIO's singleton).
+    let eventLoopGroup: (any EventLoopGroup)?
 
     private struct State {
         var current: RedisEndpoint?
@@ -26,11 +32,13 @@ final class PrimaryLocator: Sendable {
     }
     private let state = Locked(State())
 
-    init(endpoint: RedisEndpoint, sentinel: RedisEndpoint.Sentinel, timeout: Duration, logger: Logger) {
+    init(endpoint: RedisEndpoint, sentinel: RedisEndpoint.Sentinel, timeout: Duration, logger: Logger,
+         eventLoopGroup: (any EventLoopGroup)? = nil) {
         self.endpoint = endpoint
         self.sentinel = sentinel
         self.timeout = timeout
         self.logger = logger
+        self.eventLoopGroup = eventLoopGroup
     }
 
     var generation: Int { state.withLock { $0.generation } }
@@ -42,8 +50,9 @@ final class PrimaryLocator: Sendable {
         var problems: [String] = []
         for address in sentinel.addresses {
             do {
-                let conn = try RedisConnection(endpoint: RedisEndpoint(host: address.host, port: address.port, password: sentinel.password),
-                                               timeout: timeout)
+                var asked = RedisEndpoint(host: address.host, port: address.port, password: sentinel.password)
+                asked.tls = endpoint.tls
+                let conn = try RedisConnection(endpoint: asked, timeout: timeout, eventLoopGroup: eventLoopGroup)
                 defer { conn.close() }
                 let reply = try conn.command(["SENTINEL", "get-master-addr-by-name", RedisArg(sentinel.masterName)])
                 guard let parts = reply.array, parts.count == 2, let host = parts[0].string,

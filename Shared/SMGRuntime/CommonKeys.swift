@@ -1,5 +1,7 @@
 import SMGStore
 import SMGNDR
+import SMGRedis
+public import SMGBus
 /// Configuration keys every process has. Service-specific keys live beside each service.
 public enum CommonKeys {
     public static let site = ConfigKey<String>.string(
@@ -10,13 +12,28 @@ public enum CommonKeys {
         help: "Name of this instance in events and logs; empty = <program>@<hostname>:<pid>.")
     public static let redisURL = ConfigKey<String>.string(
         "redis.url", default: "redis://127.0.0.1:6379/0",
-        help: "Redis, the system of record: redis://[:password@]host:port/db or unix:///path?db=N.")
+        help: "Redis, the system of record: redis://[user:password@]host:port/db, unix:///path?db=N, redis+sentinel://[user:password@]s1:26379,s2:26379/<master>[/db]; rediss:// and rediss+sentinel:// for TLS (see redis.tls_*).")
     public static let redisPool = ConfigKey<Int>.int(
         "redis.pool", default: 8, range: 1...64,
         help: "Connections to Redis (each served by its own queue); more connections let Redis group more writes per fsync.")
     public static let redisTimeout = ConfigKey.duration(
         "redis.timeout", default: "2s", min: .milliseconds(50), max: .seconds(60),
         help: "Connect and per-command timeout for Redis; past it the operation fails (SMTP gets a 4xx).")
+    public static let redisTLSCAFile = ConfigKey<String>.string(
+        "redis.tls_ca_file", default: "",
+        help: "rediss:// only: PEM bundle of the CAs that sign the Redis servers' and Sentinels' certificates; empty = the system's roots.",
+        validate: { $0.isEmpty ? nil : RedisTLS.problemWithCertificateFile($0) })
+    public static let redisTLSCertificate = ConfigKey<String>.string(
+        "redis.tls_certificate", default: "",
+        help: "rediss:// only: PEM client certificate (chain) for Redis servers with tls-auth-clients yes; set together with redis.tls_key; empty = none.",
+        validate: { $0.isEmpty ? nil : RedisTLS.problemWithCertificateFile($0) })
+    public static let redisTLSKey = ConfigKey<String>.string(
+        "redis.tls_key", default: "",
+        help: "rediss:// only: PEM private key (unencrypted) of redis.tls_certificate; keep it readable by the service user only.",
+        validate: { $0.isEmpty ? nil : RedisTLS.problemWithKeyFile($0) })
+    public static let redisTLSServerName = ConfigKey<String>.string(
+        "redis.tls_server_name", default: "",
+        help: "rediss:// only: the name sent as SNI and checked against every Redis/Sentinel certificate; empty = the host connected to (the URL's, or the address Sentinel names). Hostname verification is always on.")
     public static let keyPrefix = ConfigKey<String>.string(
         "redis.key_prefix", default: Keyspace.defaultPrefix, help: "Prefix of every Redis key (lets several gateways share a Redis).")
     public static let busBind = ConfigKey<String>.string(
@@ -25,6 +42,20 @@ public enum CommonKeys {
     public static let busAdvertise = ConfigKey<String>.string(
         "bus.advertise_host", default: "",
         help: "Host other processes use to reach this one's sockets; empty = the bound address.")
+    public static let busCurveKeyFile = ConfigKey<CurveKeyPair?>(
+        "bus.curve_key_file", default: "", kind: "file (or empty)",
+        help: "File with this process's CurveZMQ keypair (`smgctl bus keygen`; mode 0600, refused if group or others may read it). Set: every ZeroMQ socket is encrypted and authenticated — the sockets this process binds serve only clients whose key is in bus.curve_authorized_keys, it registers them with their server key (endpoint?curve=<hex>), and it connects only to endpoints registered with a key. Empty: plaintext ZeroMQ, for one host or a trusted network only."
+    ) { path in
+        if path.isEmpty { return .success(nil) }
+        do { return .success(try CurveKeyFile.read(path: path)) } catch { return .failure(ConfigProblem("\(error)")) }
+    }
+    public static let busCurveAuthorizedKeys = ConfigKey<[[UInt8]]?>(
+        "bus.curve_authorized_keys", default: "", kind: "file (or empty)",
+        help: "With bus.curve_key_file: a file of the Z85 public keys (one per line, `#` comments, blank lines ignored; `smgctl bus pubkey` prints a key file's) of the processes allowed to connect to this one's sockets. This process's own key is always allowed; empty = only processes with the same keypair (every site sharing one key needs no list). The list is read at start."
+    ) { path in
+        if path.isEmpty { return .success(nil) }
+        do { return .success(try CurveKeyFile.readAuthorizedKeys(path: path)) } catch { return .failure(ConfigProblem("\(error)")) }
+    }
     public static let busHighWaterMark = ConfigKey<Int>.int(
         "bus.high_water_mark", default: 1000, range: 1...1_000_000,
         help: "ZeroMQ queue bound per peer (messages); past it, producers slow down (backpressure).")
@@ -50,7 +81,7 @@ public enum CommonKeys {
         help: "Approximate length cap of the global event stream smg:events.")
     public static let acceptReplicas = ConfigKey<Int>.int(
         "store.accept_replicas", default: 0, range: 0...16,
-        help: "Answer 250 only once this many replicas have the accepted message (WAIT after the accept); 0 = the primary's fsync only.")
+        help: "Answer 250 only once this many replicas have the accepted message (WAIT after the accept), and count a delivery as recorded only once this many have its outcome (else the commit is repeated, so a failover cannot make it deliver again); 0 = the primary's fsync only.")
     public static let acceptReplicasTimeout = ConfigKey.duration(
         "store.accept_replicas_timeout", default: "1s", min: .milliseconds(10), max: .seconds(60),
         help: "How long an accept waits for store.accept_replicas; fewer in time → 451 (the client's retry is deduplicated).")
@@ -60,7 +91,8 @@ public enum CommonKeys {
 
     public static let all: [AnyConfigKey] = [
         site.erased, instance.erased, redisURL.erased, redisPool.erased, redisTimeout.erased, keyPrefix.erased,
-        busBind.erased, busAdvertise.erased, busHighWaterMark.erased, eventsBind.erased, httpListen.erased,
+        redisTLSCAFile.erased, redisTLSCertificate.erased, redisTLSKey.erased, redisTLSServerName.erased,
+        busBind.erased, busAdvertise.erased, busCurveKeyFile.erased, busCurveAuthorizedKeys.erased, busHighWaterMark.erased, eventsBind.erased, httpListen.erased,
         logLevel.erased, retention.erased, bodyRetention.erased, eventsMax.erased, messageEventsMax.erased, drainTimeout.erased,
         acceptReplicas.erased, acceptReplicasTimeout.erased,
     ]
@@ -94,4 +126,19 @@ public enum StageKeys {
         concurrency.erased, lease.erased, redriveAfter.erased, redriveInterval.erased, retryDelay.erased,
         maxLifetime.erased, redisGrace.erased,
     ] + NDRKeys.all
+}
+
+extension CommonKeys {
+    /// The bus's CURVE settings (`bus.curve_key_file`, `bus.curve_authorized_keys`); nil = plaintext.
+    public static func busSecurity(_ config: Config) throws -> BusSecurity? {
+        let authorized = try config.get(busCurveAuthorizedKeys)
+        guard let pair = try config.get(busCurveKeyFile) else {
+            if authorized != nil {
+                throw ConfigError(key: busCurveAuthorizedKeys.name, source: "config",
+                                  problem: "needs bus.curve_key_file (without a keypair the bus is plaintext and nobody is authenticated)")
+            }
+            return nil
+        }
+        return BusSecurity(keyPair: pair, authorizedKeys: authorized ?? [])
+    }
 }

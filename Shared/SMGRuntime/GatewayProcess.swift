@@ -46,13 +46,29 @@ public final class GatewayProcess: Sendable {
     public static let registryTTL = 10_000
     static let heartbeatEvery = Duration.seconds(2)
 
-    /// Reads the configuration (file + environment), sets up logging and metrics, and connects
-    /// lazily to Redis. Throws a `ConfigError` naming the bad key.
-    public static func bootstrap(program: String, configFile: String?, keys: [AnyConfigKey],
+    /// The checks of the common keys that single keys cannot make (keys that only make sense
+    /// together, files they name): what `init` would refuse, for `--check-config`.
+    public static func checkCommonKeys(_ config: Config) throws {
+        _ = try RedisSettings.endpoint(from: config)
+        _ = try CommonKeys.busSecurity(config)
+        try checkReplicaWait(config)
+    }
+
+    static func checkReplicaWait(_ config: Config) throws {
+        if try config.get(CommonKeys.acceptReplicas) > 0,
+           try config.get(CommonKeys.acceptReplicasTimeout) >= config.get(CommonKeys.redisTimeout) {
+            throw ConfigError(key: CommonKeys.acceptReplicasTimeout.name, source: "config",
+                              problem: "must be shorter than redis.timeout (the WAIT would time out the connection)")
+        }
+    }
+
+    /// Reads the configuration (files in order, then the environment), sets up logging and
+    /// metrics, and connects lazily to Redis. Throws a `ConfigError` naming the bad key.
+    public static func bootstrap(program: String, configFiles: [String], keys: [AnyConfigKey],
                                  environment: [String: String] = ProcessInfo.processInfo.environment) throws
         -> GatewayProcess
     {
-        let config = try Config(file: configFile, environment: environment, keys: CommonKeys.all + keys)
+        let config = try Config(files: configFiles, environment: environment, keys: CommonKeys.all + keys)
         return try GatewayProcess(program: program, config: config)
     }
 
@@ -71,20 +87,17 @@ public final class GatewayProcess: Sendable {
         metrics = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
 
-        let url = try config.get(CommonKeys.redisURL)
-        let endpoint: RedisEndpoint
-        do { endpoint = try RedisEndpoint(url: url) } catch {
-            throw ConfigError(key: CommonKeys.redisURL.name, source: "config", problem: "\(error)")
-        }
+        let endpoint = try RedisSettings.endpoint(from: config)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // TLS to Redis (rediss://) gets a thread of its own (the client makes it): every byte of
+        // every accept and load is encrypted there, which must not slow the SMTP sessions that
+        // share `group`.
         redis = RedisClient(endpoint: endpoint, poolSize: try config.get(CommonKeys.redisPool),
                             timeout: try config.get(CommonKeys.redisTimeout), logger: logger)
         let keys = Keyspace(prefix: try config.get(CommonKeys.keyPrefix))
         let replicas = try config.get(CommonKeys.acceptReplicas)
         let replicaWait = try config.get(CommonKeys.acceptReplicasTimeout)
-        if replicas > 0, replicaWait >= (try config.get(CommonKeys.redisTimeout)) {
-            throw ConfigError(key: CommonKeys.acceptReplicasTimeout.name, source: "config",
-                              problem: "must be shorter than redis.timeout (the WAIT would time out the connection)")
-        }
+        try Self.checkReplicaWait(config)
         store = MessageStore(redis: redis, keys: keys, globalEventsMaxLength: try config.get(CommonKeys.eventsMax),
                              retentionSeconds: try config.get(CommonKeys.retention).milliseconds / 1000,
                              bodyRetentionSeconds: try config.get(CommonKeys.bodyRetention).milliseconds / 1000,
@@ -92,14 +105,20 @@ public final class GatewayProcess: Sendable {
                              acceptReplicas: replicas > 0
                                 ? ReplicaAcknowledgement(count: replicas, timeoutMilliseconds: Int(replicaWait.milliseconds)) : nil)
         registry = Registry(redis: redis, keys: keys)
-        zmq = try ZMQContext()
+        let busSecurity = try CommonKeys.busSecurity(config)
+        zmq = try ZMQContext(security: busSecurity, logger: logger)
+        if let busSecurity {
+            logger.info("bus: CurveZMQ on", metadata: [
+                "public_key": .string(busSecurity.keyPair.publicZ85),
+                "authorized_keys": "\(busSecurity.authorizedKeys.count)",
+            ])
+        }
         events = try EventPublisher(context: zmq, bind: try config.get(CommonKeys.eventsBind), logger: logger)
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         busBind = try config.get(CommonKeys.busBind)
         busHighWaterMark = try config.get(CommonKeys.busHighWaterMark)
         advertiseHost = try config.get(CommonKeys.busAdvertise)
         drainTimeout = try config.get(CommonKeys.drainTimeout)
-        register(kind: "events", endpoint: events.endpoint)
+        register(kind: "events", endpoint: events.publicEndpoint)
     }
 
     /// Makes an event of this process.
@@ -121,12 +140,15 @@ public final class GatewayProcess: Sendable {
         await publish(events)
     }
 
-    /// The endpoint others should connect to: the bound one, with `bus.advertise_host` if set.
+    /// The endpoint others should connect to: the bound one, with `bus.advertise_host` if set
+    /// (a registry entry's `?curve=…` is kept).
     public func advertised(_ bound: String) -> String {
-        guard !advertiseHost.isEmpty, let schemeEnd = bound.range(of: "://"),
-              let colon = bound.range(of: ":", options: .backwards), colon.lowerBound > schemeEnd.upperBound
+        let query = bound.firstIndex(of: "?").map { bound[$0...] } ?? ""
+        let address = bound.dropLast(query.count)
+        guard !advertiseHost.isEmpty, let schemeEnd = address.range(of: "://"),
+              let colon = address.range(of: ":", options: .backwards), colon.lowerBound > schemeEnd.upperBound
         else { return bound }
-        return String(bound[..<schemeEnd.upperBound]) + advertiseHost + String(bound[colon.lowerBound...])
+        return String(address[..<schemeEnd.upperBound]) + advertiseHost + String(address[colon.lowerBound...]) + query
     }
 
     /// Adds an endpoint to this process's registry heartbeat (kept alive while the process runs).
@@ -138,7 +160,7 @@ public final class GatewayProcess: Sendable {
     /// Makes a bound PUSH socket for `topic`, registered so that consumers find it.
     public func makeProducer(topic: String) throws -> BusPusher {
         let pusher = try BusPusher(context: zmq, bind: busBind, highWaterMark: busHighWaterMark, logger: logger)
-        register(kind: topic, endpoint: pusher.endpoint)
+        register(kind: topic, endpoint: pusher.publicEndpoint)
         return pusher
     }
 
@@ -181,6 +203,7 @@ public final class GatewayProcess: Sendable {
 
     func shutdownResources() {
         redis.close()
+        redis.waitUntilClosed()
         try? group.syncShutdownGracefully()
     }
 }

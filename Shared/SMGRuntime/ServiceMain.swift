@@ -3,8 +3,10 @@ import Foundation
 
 /// The command line every service shares: `--config FILE`, `--print-config`, `--check-config`.
 public struct ServiceOptions: ParsableArguments {
-    @Option(name: .long, help: "The YAML configuration file (environment variables SMG_* override it).")
-    public var config: String?
+    @Option(name: .long, help: ArgumentHelp(
+        "A YAML configuration file; repeat it to merge several in order (e.g. the site's file, then the service's): a later file's key wins, and SMG_* environment variables override all.",
+        valueName: "file"))
+    public var config: [String] = []
 
     @Flag(name: .long, help: "Print every configuration key with its default and meaning, then exit.")
     public var printConfig = false
@@ -31,13 +33,14 @@ public enum ServiceMain {
         }
         do {
             if options.checkConfig {
-                let config = try Config(file: options.config, keys: CommonKeys.all + keys)
+                let config = try Config(files: options.config, keys: CommonKeys.all + keys)
+                try GatewayProcess.checkCommonKeys(config)
                 try check?(config)
                 // Redacted: secret keys and passwords in URLs show as ***.
                 for (k, v) in config.effective().sorted(by: { $0.key < $1.key }) { print("\(k) = \(v)") }
                 return
             }
-            let process = try GatewayProcess.bootstrap(program: program, configFile: options.config, keys: keys)
+            let process = try GatewayProcess.bootstrap(program: program, configFiles: options.config, keys: keys)
             try await body(process)
         } catch let error as ConfigError {
             FileHandle.standardError.write(Data("\(program): \(error)\n".utf8))

@@ -455,6 +455,41 @@ final class RedisAuthTests: XCTestCase {
         XCTAssertThrowsError(try conn.command(["PING"])) { XCTAssertEqual(($0 as? RedisError)?.code, .closed) }
     }
 
+    /// An ACL user (Redis 6+) from the URL: `AUTH user password`, and the user's rules apply.
+    func testACLUserFromURL() async throws {
+        let server = try RedisServerFixture(
+            extraArguments: ["--user", "default", "off", "--user", "gateway", "on", ">pa55", "~smg:*", "+@all"])
+        defer { server.kill() }
+        let endpoint = try RedisEndpoint(url: "redis://gateway:pa55@127.0.0.1:\(server.port)/1")
+        XCTAssertEqual(endpoint.username, "gateway")
+        let client = RedisClient(endpoint: endpoint, poolSize: 2, timeout: .seconds(1), logger: logger)
+        defer { client.close() }
+        let whoami = try await client.command("ACL", "WHOAMI").string
+        XCTAssertEqual(whoami, "gateway")
+        let set = try await client.command("SET", "smg:a", "1")
+        XCTAssertEqual(set, .status("OK"))
+        do {
+            _ = try await client.command("GET", "other:a")
+            XCTFail("the ACL allows smg:* only")
+        } catch let error as RedisError {
+            XCTAssertEqual(error.serverErrorPrefix, "NOPERM", "\(error)")
+        }
+        for url in ["redis://gateway:wrong@127.0.0.1:\(server.port)/0", "redis://:pa55@127.0.0.1:\(server.port)/0"] {
+            XCTAssertThrowsError(try RedisConnection(endpoint: RedisEndpoint(url: url), timeout: .seconds(1)), url) { error in
+                XCTAssertEqual((error as? RedisError)?.serverErrorPrefix, "WRONGPASS", "\(error)")
+            }
+        }
+        let anonymous = RedisClient(endpoint: RedisEndpoint(host: "127.0.0.1", port: server.port), poolSize: 1,
+                                    timeout: .seconds(1), logger: logger)
+        defer { anonymous.close() }
+        do {
+            _ = try await anonymous.command("GET", "smg:a")
+            XCTFail("the default user is off")
+        } catch let error as RedisError {
+            XCTAssertEqual(error.serverErrorPrefix, "NOAUTH", "\(error)")
+        }
+    }
+
     func testUnixSocketEndpointWithDatabase() async throws {
         let server = try RedisServerFixture(unixSocket: true)
         defer { server.kill() }

@@ -33,17 +33,34 @@ final class RedisSentinelTests: XCTestCase {
     }
 
     /// A primary with one replica and three Sentinels that know both (and each other).
+    /// With `tls`, every node and Sentinel speaks only TLS (replication and Sentinel links too).
     struct Cluster {
         let primary: RedisServerFixture
         let replica: RedisServerFixture
         let sentinels: [SentinelFixture]
-        var url: String { "redis+sentinel://" + sentinels.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") + "/smg-test" }
+        var url: String {
+            (primary.tls == nil ? "redis" : "rediss") + "+sentinel://"
+                + sentinels.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") + "/smg-test"
+        }
+        /// The client's endpoint: `url` with the test CA (for TLS).
+        var endpoint: RedisEndpoint {
+            get throws {
+                var e = try RedisEndpoint(url: url)
+                e.tls = primary.clientTLS
+                return e
+            }
+        }
+        func sentinelEndpoint(_ s: SentinelFixture) -> RedisEndpoint {
+            var e = RedisEndpoint(host: "127.0.0.1", port: s.port)
+            e.tls = primary.clientTLS
+            return e
+        }
     }
 
-    func makeCluster() async throws -> Cluster {
-        let primary = try RedisServerFixture()
-        let replica = try RedisServerFixture(extraArguments: ["--replicaof", "127.0.0.1", "\(primary.port)"])
-        let sentinels = try (0..<3).map { _ in try SentinelFixture(masterName: master, primaryPort: primary.port) }
+    func makeCluster(tls: RedisServerTLS? = nil) async throws -> Cluster {
+        let primary = try RedisServerFixture(tls: tls)
+        let replica = try RedisServerFixture(extraArguments: ["--replicaof", "127.0.0.1", "\(primary.port)"], tls: tls)
+        let sentinels = try (0..<3).map { _ in try SentinelFixture(masterName: master, primaryPort: primary.port, tls: tls) }
         // Ready when the replica is in sync and every Sentinel knows the replica and the two others.
         let probe = RedisClient(endpoint: primary.endpoint, poolSize: 1, timeout: .seconds(2), logger: logger)
         defer { probe.close() }
@@ -51,7 +68,9 @@ final class RedisSentinelTests: XCTestCase {
             let info = try await probe.command("INFO", "replication").string ?? ""
             guard info.contains("connected_slaves:1"), info.contains("state=online") else { return false }
             for s in sentinels {
-                let c = RedisClient(endpoint: RedisEndpoint(host: "127.0.0.1", port: s.port), poolSize: 1, timeout: .seconds(2), logger: logger)
+                var sentinel = RedisEndpoint(host: "127.0.0.1", port: s.port)
+                sentinel.tls = primary.clientTLS
+                let c = RedisClient(endpoint: sentinel, poolSize: 1, timeout: .seconds(2), logger: logger)
                 defer { c.close() }
                 let replicas = try await c.command("SENTINEL", "replicas", .init(master)).array ?? []
                 let others = try await c.command("SENTINEL", "sentinels", .init(master)).array ?? []
@@ -109,6 +128,37 @@ final class RedisSentinelTests: XCTestCase {
         }
         let moved = try await direct.command("EVAL", "return #redis.call('KEYS', 'moved:*')", 0).int
         XCTAssertEqual(moved, 30)
+    }
+
+    /// `rediss+sentinel://`: the Sentinels are asked over TLS, the primary they name is written
+    /// to over TLS, and after kill -9 of the primary the client follows the failover (TLS all along).
+    func testSentinelOverTLSFollowsAFailover() async throws {
+        let pki = try RedisTestPKI()
+        let cluster = try await makeCluster(tls: RedisServerTLS(pki: pki))
+        XCTAssertTrue(cluster.url.hasPrefix("rediss+sentinel://"))
+        let client = RedisClient(endpoint: try cluster.endpoint, poolSize: 2, timeout: .seconds(1),
+                                 transientRetry: .seconds(45), logger: logger)
+        defer { client.close() }
+        for i in 0..<10 { _ = try await client.command("SET", .init("before:\(i)"), .init(i)) }
+        let acknowledged = try await client.command("WAIT", 1, 2000).int
+        XCTAssertEqual(acknowledged, 1, "the replica replicates over TLS")
+        cluster.primary.kill()
+        _ = try await client.command("SET", "after", "1")
+        let promoted = try await role(cluster.replica)
+        XCTAssertEqual(promoted, "master")
+        let direct = RedisClient(endpoint: cluster.replica.endpoint, poolSize: 1, timeout: .seconds(2), logger: logger)
+        defer { direct.close() }
+        let after = try await direct.command("GET", "after").string
+        XCTAssertEqual(after, "1")
+        for i in 0..<10 {
+            let value = try await direct.command("GET", .init("before:\(i)")).string
+            XCTAssertEqual(value, "\(i)")
+        }
+        let sentinel = RedisClient(endpoint: cluster.sentinelEndpoint(cluster.sentinels[1]), poolSize: 1,
+                                   timeout: .seconds(2), logger: logger)
+        defer { sentinel.close() }
+        let named = try await sentinel.command("SENTINEL", "get-master-addr-by-name", .init(master)).array?.last?.string
+        XCTAssertEqual(named, "\(cluster.replica.port)")
     }
 
     /// `SENTINEL FAILOVER`: the old primary stays up as a replica, so pooled connections to it

@@ -36,8 +36,43 @@ public func freeTCPPort() throws -> Int {
     return Int(UInt16(bigEndian: addr.sin_port))
 }
 
+/// How a `RedisServerFixture` speaks TLS: only TLS on its port (`--port 0 --tls-port`), with
+/// certificates of `pki`, and replication over TLS.
+public struct RedisServerTLS {
+    public var pki: RedisTestPKI
+    /// `tls-auth-clients yes`: clients must show a certificate of the test CA.
+    public var authClients: Bool
+    /// Serve `pki.namedServerCertificate` (valid for `redis.test` only) instead of the usual one.
+    public var namedCertificateOnly: Bool
+
+    public init(pki: RedisTestPKI, authClients: Bool = false, namedCertificateOnly: Bool = false) {
+        self.pki = pki
+        self.authClients = authClients
+        self.namedCertificateOnly = namedCertificateOnly
+    }
+
+    /// The `redis-server` (or Sentinel configuration) settings, as argument pairs.
+    public var serverSettings: [(String, String)] {
+        [
+            ("tls-cert-file", namedCertificateOnly ? pki.namedServerCertificate : pki.serverCertificate),
+            ("tls-key-file", namedCertificateOnly ? pki.namedServerKey : pki.serverKey),
+            ("tls-ca-cert-file", pki.caFile),
+            ("tls-auth-clients", authClients ? "yes" : "no"),
+            ("tls-replication", "yes"),
+        ]
+    }
+
+    /// What a client of this server uses: the test CA, and the client certificate when asked for.
+    public func clientTLS() throws -> RedisTLS {
+        try RedisTLS(caFile: pki.caFile, certificateFile: authClients ? pki.clientCertificate : nil,
+                     keyFile: authClients ? pki.clientKey : nil,
+                     serverName: namedCertificateOnly ? "redis.test" : nil)
+    }
+}
+
 /// A real `redis-server` on a private loopback port, in its own temporary directory, with
-/// AOF persistence (`appendfsync always`) so that `restart()` keeps the data.
+/// AOF persistence (`appendfsync always`) so that `restart()` keeps the data. With `tls`, the
+/// port speaks only TLS.
 ///
 /// Owns the server process and the directory: both are removed by `deinit` (the process is
 /// SIGKILLed if still running). Not thread-safe: use it from the test that made it.
@@ -48,6 +83,9 @@ public final class RedisServerFixture {
     public let password: String?
     /// The unix socket the server also listens on, if asked for (inside `directory`).
     public let unixSocketPath: String?
+    public let tls: RedisServerTLS?
+    /// The client side of `tls` (nil without TLS).
+    public let clientTLS: RedisTLS?
     private let extraArguments: [String]
     private var process: Process?
     private var paused = false
@@ -57,10 +95,14 @@ public final class RedisServerFixture {
     ///   - password: sets `requirepass`.
     ///   - unixSocket: also listen on `<directory>/redis.sock` (mode 700).
     ///   - extraArguments: more `redis-server` arguments.
-    public init(password: String? = nil, unixSocket: Bool = false, extraArguments: [String] = []) throws {
+    ///   - tls: serve TLS only (`--port 0 --tls-port <port>`).
+    public init(password: String? = nil, unixSocket: Bool = false, extraArguments: [String] = [],
+                tls: RedisServerTLS? = nil) throws {
         self.port = try freeTCPPort()
         self.password = password
         self.extraArguments = extraArguments
+        self.tls = tls
+        self.clientTLS = try tls?.clientTLS()
         var template = Array((NSTemporaryDirectory() + "smg-redis-XXXXXX").utf8CString)
         guard let dir = mkdtemp(&template) else { throw FixtureError("mkdtemp failed") }
         self.directory = String(cString: dir)
@@ -83,12 +125,16 @@ public final class RedisServerFixture {
     }
 
     public var url: String {
-        if let password { return "redis://:\(password)@127.0.0.1:\(port)/0" }
-        return "redis://127.0.0.1:\(port)/0"
+        let scheme = tls == nil ? "redis" : "rediss"
+        if let password { return "\(scheme)://:\(password)@127.0.0.1:\(port)/0" }
+        return "\(scheme)://127.0.0.1:\(port)/0"
     }
 
+    /// Where the server is, with its password and (for a TLS server) `clientTLS`.
     public var endpoint: RedisEndpoint {
-        RedisEndpoint(host: "127.0.0.1", port: port, password: password)
+        var e = RedisEndpoint(host: "127.0.0.1", port: port, password: password)
+        e.tls = clientTLS
+        return e
     }
 
     public var isRunning: Bool { process?.isRunning ?? false }
@@ -147,8 +193,10 @@ public final class RedisServerFixture {
     private func start() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try Self.redisServerPath())
-        var args = [
-            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "",
+        var args = tls == nil ? ["--port", "\(port)"] : ["--port", "0", "--tls-port", "\(port)"]
+        for (name, value) in tls?.serverSettings ?? [] { args += ["--\(name)", value] }
+        args += [
+            "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "yes", "--appendfsync", "always", "--dir", directory,
             "--logfile", directory + "/redis.log", "--daemonize", "no",
         ]
@@ -157,7 +205,7 @@ public final class RedisServerFixture {
         args += extraArguments
         p.arguments = args
         do {
-            try Self.launch(p, port: port, what: "redis-server", log: { self.log })
+            try Self.launch(p, port: port, what: "redis-server", tls: tls?.pki, log: { self.log })
             process = p
         } catch {
             if p.isRunning { sendSignal(p.processIdentifier, SIGKILL) }
@@ -166,8 +214,8 @@ public final class RedisServerFixture {
     }
 
     /// Runs `p` (a redis-server, also in Sentinel mode) and waits up to 10 s until it answers
-    /// PING on `port`; throws with the tail of its log when it exits or stays silent.
-    static func launch(_ p: Process, port: Int, what: String, log: () -> String) throws {
+    /// PING on `port` (over TLS with `tls`); throws with the tail of its log when it exits or stays silent.
+    static func launch(_ p: Process, port: Int, what: String, tls: RedisTestPKI? = nil, log: () -> String) throws {
         p.standardInput = FileHandle.nullDevice
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
@@ -175,18 +223,42 @@ public final class RedisServerFixture {
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
             if !p.isRunning { throw FixtureError("\(what) exited with \(p.terminationStatus): \(log().suffix(2000))") }
-            if ping(port: port) { return }
+            if let tls {
+                if tlsPing(port: port, pki: tls) { return }
+            } else if ping(port: port) {
+                return
+            }
             usleep(20_000)
         }
         throw FixtureError("\(what) on port \(port) did not answer PING within 10 s")
     }
 
-    static func redisServerPath() throws -> String {
+    static func redisServerPath() throws -> String { try toolPath("redis-server") }
+
+    static func toolPath(_ name: String) throws -> String {
         for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/usr/local/bin").split(separator: ":") {
-            let path = "\(dir)/redis-server"
+            let path = "\(dir)/\(name)"
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }
-        throw FixtureError("redis-server not found in PATH")
+        throw FixtureError("\(name) not found in PATH")
+    }
+
+    /// `ping(port:)` over TLS, by `redis-cli --tls` (independent of the client under test), with
+    /// the test CA and client certificate.
+    static func tlsPing(port: Int, pki: RedisTestPKI) -> Bool {
+        guard let cli = try? toolPath("redis-cli") else { return false }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: cli)
+        p.arguments = ["--tls", "--cacert", pki.caFile, "--cert", pki.clientCertificate, "--key", pki.clientKey,
+                       "-h", "127.0.0.1", "-p", "\(port)", "PING"]
+        let out = Pipe()
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return false }
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return ["PONG", "NOAUTH", "LOADING"].contains { text.contains($0) }
     }
 
     static func waitForExit(_ p: Process, timeout: TimeInterval) -> Bool {

@@ -7,20 +7,25 @@ internal import Darwin
 
 /// A real Redis Sentinel (`redis-server <conf> --sentinel`) on a private loopback port that
 /// monitors `masterName` at 127.0.0.1:`primaryPort`, with short timings so a test sees a failover
-/// within seconds (down after 1 s, failover timeout 5 s). Killed by `deinit`.
+/// within seconds (down after 1 s, failover timeout 5 s). Killed by `deinit`. With `tls` it
+/// speaks only TLS on its port and reaches the data nodes over TLS (`tls-replication yes`), so
+/// `primaryPort` is then the primary's TLS port.
 public final class SentinelFixture {
     public let port: Int
     public let directory: String
     private var process: Process?
 
-    public init(masterName: String, primaryPort: Int, quorum: Int = 2, downAfterMilliseconds: Int = 1000) throws {
+    public init(masterName: String, primaryPort: Int, quorum: Int = 2, downAfterMilliseconds: Int = 1000,
+                tls: RedisServerTLS? = nil) throws {
         port = try freeTCPPort()
         var template = Array((NSTemporaryDirectory() + "smg-sentinel-XXXXXX").utf8CString)
         guard let dir = mkdtemp(&template) else { throw FixtureError("mkdtemp failed") }
         directory = String(cString: dir)
+        let ports = tls == nil ? "port \(port)" : "port 0\ntls-port \(port)"
+        let tlsSettings = (tls?.serverSettings ?? []).map { "\($0.0) \($0.1)\n" }.joined()
         let config = """
-            port \(port)
-            bind 127.0.0.1
+            \(ports)
+            \(tlsSettings)bind 127.0.0.1
             daemonize no
             logfile \(directory)/sentinel.log
             dir \(directory)
@@ -35,7 +40,7 @@ public final class SentinelFixture {
         p.executableURL = URL(fileURLWithPath: try RedisServerFixture.redisServerPath())
         p.arguments = [directory + "/sentinel.conf", "--sentinel"]
         process = p
-        try RedisServerFixture.launch(p, port: port, what: "redis sentinel", log: { self.log })
+        try RedisServerFixture.launch(p, port: port, what: "redis sentinel", tls: tls?.pki, log: { self.log })
     }
 
     deinit {
