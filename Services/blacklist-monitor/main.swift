@@ -44,9 +44,7 @@ struct MonitorService: Service {
     let recheck: Duration
     let owner: String
     let logger: Logger
-    let listed: [String: Gauge]
-    let failures = Counter(label: "smg_blacklist_check_failures_total")
-    let lastRun = Gauge(label: "smg_blacklist_last_run_timestamp_seconds")
+    let metrics = BlacklistMetrics()
 
     init(process: GatewayProcess) throws {
         self.process = process
@@ -81,8 +79,6 @@ struct MonitorService: Service {
         recheck = try config.get(BlacklistKeys.recheck)
         owner = "\(process.instance)@\(process.site)/\(UUID().uuidString.prefix(8))"
         logger = process.logger
-        listed = ["good": Gauge(label: "smg_blacklist_listed", dimensions: [("pool", "good")]),
-                  "bad": Gauge(label: "smg_blacklist_listed", dimensions: [("pool", "bad")])]
         logger.info("blacklist monitor scheduled", metadata: ["daily": "\(schedule)", "zones": "\(zones.map(\.zone).joined(separator: ","))"])
     }
     let process: GatewayProcess
@@ -98,11 +94,23 @@ struct MonitorService: Service {
                 await attempt("daily:\(schedule.localDay(now))", kind: "daily", only: nil)
             }
             let slot = Int(now.timeIntervalSince1970) / max(1, Int(recheck.components.seconds))
-            if let active = try? await ListingStore(redis: process.redis, keys: process.store.keys).all().filter(\.isActive),
-               !active.isEmpty {
+            let listings = try? await store.all()
+            if let active = listings?.filter(\.isActive), !active.isEmpty {
                 await attempt("recheck:\(slot)", kind: "recheck", only: Set(active.map(\.address)))
             }
+            await refreshMetrics()
             do { try await Task.sleep(for: .seconds(5)) } catch { return }
+        }
+    }
+
+    var store: ListingStore { ListingStore(redis: process.redis, keys: process.store.keys) }
+
+    /// The gateway-wide gauges from Redis (every instance reports the same: alert on the max).
+    func refreshMetrics() async {
+        do {
+            metrics.record(listings: try await store.all(), lastRuns: try await store.lastRuns())
+        } catch {
+            logger.debug("blacklist metrics not refreshed", metadata: ["error": "\(error)"])
         }
     }
 
@@ -110,9 +118,8 @@ struct MonitorService: Service {
         do {
             guard let report = try await lock.once(run, owner: owner, { try await monitor.run(kind: kind, only: only) }) else { return }
             try? await process.record(report.events)
-            failures.increment(by: report.failures)
-            for (lane, gauge) in listed { gauge.record(report.activeByLane[lane] ?? 0) }
-            lastRun.record(Date().timeIntervalSince1970)
+            try? await store.recordRun(kind: kind)
+            metrics.failures.increment(by: report.failures)
             logger.info("blacklist check done", metadata: [
                 "run": "\(run)", "addresses": "\(Set(report.results.map(\.address)).count)", "new": "\(report.listed.count)",
                 "cleared": "\(report.cleared.count)", "failures": "\(report.failures)",
@@ -120,5 +127,37 @@ struct MonitorService: Service {
         } catch {
             logger.warning("blacklist check failed; will try again", metadata: ["run": "\(run)", "error": "\(error)"])
         }
+    }
+}
+
+/// The monitor's metrics. Gauges come from Redis (`refreshMetrics`, every 5 s, right after a run),
+/// so every instance on every site reports the gateway's state, also the ones that did not run the
+/// check; all exist from the start.
+/// - `smg_blacklist_listed_addresses{lane}`: addresses with an active listing (any zone);
+/// - `smg_blacklist_listed{pool}`: active listings (address × zone);
+/// - `smg_blacklist_last_run_timestamp_seconds{kind="daily"|"recheck"}`: when the last run of
+///   that kind finished (by any instance; 0: none recorded yet);
+/// - `smg_blacklist_check_failures_total`: failed lookups in runs this instance did.
+struct BlacklistMetrics: Sendable {
+    static let lanes = ["good", "bad"]
+    static let kinds = ["daily", "recheck"]
+    let failures = Counter(label: "smg_blacklist_check_failures_total")
+    let listedAddresses = Dictionary(uniqueKeysWithValues: lanes.map {
+        ($0, Gauge(label: "smg_blacklist_listed_addresses", dimensions: [("lane", $0)]))
+    })
+    let listed = Dictionary(uniqueKeysWithValues: lanes.map {
+        ($0, Gauge(label: "smg_blacklist_listed", dimensions: [("pool", $0)]))
+    })
+    let lastRun = Dictionary(uniqueKeysWithValues: kinds.map {
+        ($0, Gauge(label: "smg_blacklist_last_run_timestamp_seconds", dimensions: [("kind", $0)]))
+    })
+
+    func record(listings: [Listing], lastRuns: [String: Int]) {
+        let active = listings.filter(\.isActive)
+        for lane in Self.lanes {
+            listed[lane]?.record(active.filter { $0.lane == lane }.count)
+            listedAddresses[lane]?.record(Set(active.filter { $0.lane == lane }.map(\.address)).count)
+        }
+        for kind in Self.kinds { lastRun[kind]?.record(lastRuns[kind] ?? 0) }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import SMGAccounts
 import SMGCore
@@ -28,6 +29,8 @@ struct Classifier: StageWorker {
     let ndrDomain: String
     let site: String
     let instance: String
+    /// `smg_brakes_tripped_total` (`BrakeMetrics`).
+    let tripped: Counter
 
     func process(_ message: StoredMessage, context: StageContext) async throws -> StageOutcome {
         let envelope = message.envelope
@@ -72,6 +75,7 @@ struct Classifier: StageWorker {
                     case .braked: hold = true
                     case .tripped(let reason, let action):
                         hold = true
+                        tripped.increment()
                         events.append(context.event(EventType.accountBraked, id: message.id, facts: [
                             "subject": .string(subject), "reason": .string(reason), "action": .string(action.rawValue),
                             "customer": envelope.customer.map { .string($0) } ?? .null,
@@ -167,6 +171,8 @@ await ServiceMain.run(program: "smg-classifier", keys: StageKeys.all + Classifie
                               timeout: .milliseconds(Int64(try config.get(ClassifierKeys.rspamdTimeout).milliseconds)))
     }
     let notify = try config.get(ClassifierKeys.brakeNotify)
+    let brakeMetrics = BrakeMetrics(store: BrakeStore(redis: process.store.redis, keys: process.store.keys),
+                                    logger: process.logger)
     let worker = Classifier(
         engine: engine, models: models, rspamd: rspamd, rspamdRequired: try config.get(ClassifierKeys.rspamdRequired),
         addHeader: try config.get(ClassifierKeys.addHeader),
@@ -174,6 +180,6 @@ await ServiceMain.run(program: "smg-classifier", keys: StageKeys.all + Classifie
         defaultLimits: try ClassifierKeys.brakeLimits(config),
         customers: CustomerCache(store: AccountStore(redis: process.store.redis, keys: process.store.keys)),
         notify: notify.isEmpty ? nil : notify, ndrDomain: try config.get(NDRKeys.domain),
-        site: process.site, instance: process.instance)
-    try await process.run([try StageRunner(process: process, settings: settings, worker: worker)])
+        site: process.site, instance: process.instance, tripped: brakeMetrics.tripped)
+    try await process.run([try StageRunner(process: process, settings: settings, worker: worker), brakeMetrics])
 }

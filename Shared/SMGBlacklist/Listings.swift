@@ -59,6 +59,21 @@ public struct ListingStore: Sendable {
         _ = try await redis.command(["HSET", .init(keys.blacklistListings), .init(listing.key), .init(json)])
     }
 
+    /// Records that a check run of `kind` (`daily`, `recheck`) finished at `now`, whichever
+    /// instance ran it.
+    public func recordRun(kind: String, now: Date = Date()) async throws {
+        _ = try await redis.command(["HSET", .init(keys.blacklistLastRun), .init(kind), .init(Int(now.timeIntervalSince1970))])
+    }
+
+    /// Run kind → Unix seconds when the last run of that kind finished.
+    public func lastRuns() async throws -> [String: Int] {
+        var out: [String: Int] = [:]
+        for pair in try await redis.command(["HGETALL", .init(keys.blacklistLastRun)]).fieldPairs {
+            if let seconds = pair.value.string.flatMap({ Int($0) }) { out[pair.field] = seconds }
+        }
+        return out
+    }
+
     /// Marks an open listing as "removal requested" (an operator filled in the provider's form).
     public func markRequested(address: String, zone: String, by: String, note: String?, now: Date = Date()) async throws -> Listing? {
         guard var listing = try await all().first(where: { $0.address == address && $0.zone == zone.lowercased() && $0.isActive })

@@ -48,11 +48,14 @@ public struct DeliveryWorker: StageWorker {
     let rates: [String: Int]
     /// Where bounced recipients are counted for the compromised-account brake's bounce rate.
     let brakes: BrakeStore?
+    /// `smg_delivery_recipients_total{lane, outcome}`.
+    let metrics: DeliveryMetrics
 
     public init(lane: Lane, config: Config, ndr: NDRSender? = nil, resolver: DNSResolver? = nil,
                 poolStore: SourcePoolStore? = nil, brakes: BrakeStore? = nil, tlsPolicy: TLSPolicyEngine? = nil,
                 tlsReports: TLSReportCounter? = nil) throws {
         self.lane = lane
+        metrics = DeliveryMetrics(lane: lane)
         self.tlsPolicy = tlsPolicy
         self.tlsReports = tlsReports
         holdRecheck = try config.get(DeliveryKeys.tlsHoldRecheck)
@@ -211,6 +214,11 @@ public struct DeliveryWorker: StageWorker {
         }
         return await finish(message, recipients, open: open, attempted: attempted, events: events, delivered: deliveredAny,
                       relayed: relayed, leaseLost: leaseLost, holdReason: holdReason, now: now, context: context)
+    }
+
+    /// Counts the recipients' outcomes once the runner has recorded them.
+    public func committed(_ outcome: StageOutcome) {
+        metrics.record(outcome.events)
     }
 
     func finish(_ message: StoredMessage, _ recipients: [Recipient], open: [Int], attempted: Set<Int>, events: [Event],

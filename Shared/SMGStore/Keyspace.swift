@@ -55,6 +55,9 @@ public struct Keyspace: Sendable, Hashable {
     public var blacklistLock: String { "\(prefix)blacklist:lock" }
     /// STRING (expires after 3 days): a check run that is done (`daily:<local day>`, `hourly:<UTC hour>`).
     public func blacklistRun(_ run: String) -> String { "\(prefix)blacklist:done:\(run)" }
+    /// HASH: run kind (`daily`, `recheck`) → Unix seconds when the last such run (by any instance)
+    /// finished, for monitoring.
+    public var blacklistLastRun: String { "\(prefix)blacklist:last_run" }
 
     // Accounts (SMGAccounts; written by smgctl, read by ingress).
 

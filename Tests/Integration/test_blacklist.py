@@ -88,6 +88,13 @@ def test_daily_run_once_across_two_instances_lists_drains_notifies_and_clears(ga
     texts = wait_until(monitor_metrics, 10, what="the monitor's metrics")
     assert any('smg_blacklist_listed{pool="good"} 1' in t and 'smg_blacklist_listed{pool="bad"} 1' in t for t in texts), texts
     assert any(re.search(r"smg_blacklist_check_failures_total [1-9]", t) for t in texts), texts
+    # The gauges come from Redis: both instances report the listed addresses and the time of the
+    # daily run, also the one that did not run it.
+    assert len(texts) == 2
+    for t in texts:
+        assert 'smg_blacklist_listed_addresses{lane="good"} 1' in t and 'smg_blacklist_listed_addresses{lane="bad"} 1' in t, t
+        ran = re.search(r'smg_blacklist_last_run_timestamp_seconds\{kind="daily"\} (\S+)', t)
+        assert ran and abs(float(ran.group(1)) - time.time()) < 60, t
 
     # The listed good address is drained, the bad one keeps sending.
     drained = {json.loads(line)["address"]: json.loads(line) for line in gateway.smgctl("pool", "list").stdout.splitlines()}

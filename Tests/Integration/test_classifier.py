@@ -181,6 +181,11 @@ def test_takeover_burst_brakes_the_account_and_release_lifts_it(gateway, sink, r
     assert code == 451 and b"4.7.1" in reply, reply
     listed = gateway.smgctl("account", "brakes")
     assert any(json.loads(l)["subject"] == braked["facts"]["subject"] for l in listed.stdout.splitlines()), listed.stdout
+    # Monitoring sees it: the brakes in force (read from Redis every 5 s) and the trips.
+    kind = braked["facts"]["subject"].split(":")[0]
+    wait_until(lambda: gateway.metric("smg_braked_accounts", kind=kind) >= 1, 15, interval=0.5,
+               what="smg_braked_accounts up")
+    assert gateway.metric("smg_brakes_tripped_total") >= 1
 
     # The operators were told, through the pipeline.
     def notice():
@@ -206,6 +211,7 @@ def test_takeover_burst_brakes_the_account_and_release_lifts_it(gateway, sink, r
                          else ["account", "release", "shop-app"]))
     again = gateway.smgctl(*release)
     assert again.returncode != 0 and "not braked" in again.stderr
+    wait_until(lambda: gateway.metric("smg_braked_accounts") == 0, 15, interval=0.5, what="smg_braked_accounts back to 0")
     time.sleep(2.5)  # ingress's brake cache
     code, reply = auth_send(gateway.ingress_port, "shop-app", "after-release")
     assert code == 250, reply

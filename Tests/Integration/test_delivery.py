@@ -453,8 +453,13 @@ def test_4xx_then_250_is_deferred_then_delivered(peers, gateway, dns, bounces):
     assert types.index(EV_DEFERRED) < types.index(EV_DELIVERED)
     assert peer.rcpt_attempts("flaky@retry.egress.test") == 2
     assert list(subjects(peer)) == ["retry-1"]
+    # Counted per recipient and attempt once recorded (smg_delivery_recipients_total).
+    wait_until(lambda: gateway.metric("smg_delivery_recipients_total", outcome="delivered") == 1, 10,
+               what="the delivery counted")
+    assert gateway.metric("smg_delivery_recipients_total", outcome="deferred") == 1
     time.sleep(1)
     assert bounces.count() == 0, "no NDR for a recipient that was delivered"
+    assert gateway.metric("smg_delivery_recipients_total", outcome="bounced") == 0
 
 
 def test_5xx_bounces_with_an_ndr_that_carries_the_remote_reply(peers, gateway, dns, bounces):
@@ -480,6 +485,10 @@ def test_5xx_bounces_with_an_ndr_that_carries_the_remote_reply(peers, gateway, d
     assert ndr["To"] and SENDER in ndr["To"]
     [bounced] = of_type(events, EV_BOUNCED)
     assert peer.marker in bounced["facts"][F_REPLY]
+    wait_until(lambda: gateway.metric("smg_delivery_recipients_total", outcome="bounced") == 1, 10,
+               what="the bounce counted")
+    assert gateway.metric("smg_delivery_recipients_total", outcome="delivered") >= 1   # and the NDR, by now
+    assert gateway.metric("smg_delivery_recipients_total", outcome="deferred") == 0
 
 
 def dsn_submit(gateway, marker, rcpt_options: dict, mail_options):

@@ -161,6 +161,20 @@ final class MonitorTests: XCTestCase {
         XCTAssertEqual(taken, 5)
     }
 
+    func testTheLastRunOfEachKindIsSharedThroughRedis() async throws {
+        let store = ListingStore(redis: redis, keys: keys)
+        let none = try await store.lastRuns()
+        XCTAssertEqual(none, [:])
+        try await store.recordRun(kind: "daily", now: Date(timeIntervalSince1970: 1_800_000_000))
+        try await store.recordRun(kind: "recheck", now: Date(timeIntervalSince1970: 1_800_000_100))
+        try await store.recordRun(kind: "daily", now: Date(timeIntervalSince1970: 1_800_086_400))
+        // Another instance (another client) sees what this one recorded.
+        let other = RedisClient(endpoint: server.endpoint, poolSize: 1, timeout: .seconds(2), logger: Logger(label: "o"))
+        defer { other.close() }
+        let runs = try await ListingStore(redis: other, keys: keys).lastRuns()
+        XCTAssertEqual(runs, ["daily": 1_800_086_400, "recheck": 1_800_000_100])
+    }
+
     actor Counter {
         var value = 0
         func bump() { value += 1 }
