@@ -22,6 +22,8 @@ APT_PACKAGES=(
   postfix                                            # smtp-sink / smtp-source: real SMTP peers for tests and bench/
   rspamd                                             # the classifier's optional backend, started by its tests
   chromium chromium-driver fonts-liberation          # headless browser tests of smg-admin (selenium drives chromedriver)
+  prometheus prometheus-redis-exporter               # promtool checks deploy/prometheus; redis_exporter's metrics for its rules
+  supervisor                                         # its own parser reads deploy/supervisord/smg.conf (test_deploy.py)
 )
 
 missing=()
@@ -41,6 +43,13 @@ if ((${#missing[@]})); then
   if [[ " ${missing[*]} " == *" rspamd "* ]] && command -v systemctl >/dev/null; then
     $SUDO systemctl disable --now rspamd >/dev/null 2>&1 || true
   fi
+  # The same for Prometheus and redis_exporter: the tests run promtool and start the exporter themselves.
+  # supervisor likewise: only its configuration parser is used (test_deploy.py), no supervisord.
+  for svc in prometheus prometheus-redis-exporter supervisor; do
+    if [[ " ${missing[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null; then
+      $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 # Python test peers: aiosmtpd (SMTP sink), redis (inspecting the store), pytest (integration tests),

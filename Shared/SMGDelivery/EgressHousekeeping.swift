@@ -134,9 +134,10 @@ extension DeliveryWorker {
     /// (routing, TLS policy, pools, NDRs, bounce counts for the brake) and its housekeeping.
     public static func services(lane: Lane, process: GatewayProcess) throws -> [any Service] {
         let config = process.config
-        let settings = try StageSettings(name: "egress-\(lane.rawValue)", inputTopic: lane.topic, outputTopics: [],
+        var settings = try StageSettings(name: "egress-\(lane.rawValue)", inputTopic: lane.topic, outputTopics: [],
                                          config: config, leaseKey: DeliveryKeys.lease,
                                          lifetimeKey: DeliveryKeys.maxLifetime, expireRetries: false)
+        settings.claimsWaitForReplicas = true
         let resolver = try process.makeResolver()
         var counter: TLSReportCounter? = nil
         if try config.get(DeliveryKeys.tlsReports) {

@@ -37,6 +37,14 @@ public struct StageOutcome: Sendable {
 /// a crash); the runner makes sure only one result is ever recorded and handed on.
 public protocol StageWorker: Sendable {
     func process(_ message: StoredMessage, context: StageContext) async throws -> StageOutcome
+    /// Called once `outcome` is recorded in Redis (by the commit, or — after a lost lease — as
+    /// an orphan's events): for counting what really happened, not what was merely decided.
+    /// Must not block; the default does nothing.
+    func committed(_ outcome: StageOutcome)
+}
+
+extension StageWorker {
+    public func committed(_ outcome: StageOutcome) {}
 }
 
 /// The lease a worker holds on one message while it works.
@@ -194,6 +202,10 @@ public struct StageSettings: Sendable {
     public var expireRetries: Bool
     /// `/healthz` turns red when Redis has not answered this stage for this long.
     public var redisGrace: Duration
+    /// Whether a claim counts only once the replicas of `store.accept_replicas` have it (egress:
+    /// a primary cut off from its replicas must not let a delivery start that the promoted
+    /// replica does not know is under way — it would deliver the message again).
+    public var claimsWaitForReplicas = false
 
     public init(name: String, inputTopic: String, outputTopics: [String], config: Config,
                 leaseKey: ConfigKey<Duration> = StageKeys.lease,
@@ -387,20 +399,24 @@ public final class StageRunner: Service, Sendable {
     // MARK: - loops
 
     /// Connects to every producer of the input topic that the registry lists, and follows changes
-    /// (a producer that restarted on a new port is found within a second).
+    /// (a producer that restarted on a new port is found within a second). An endpoint this
+    /// process must not use (plaintext while CURVE is on, a CURVE one while it is off) or whose
+    /// server refused this process's key is logged as an error; the stage keeps watching.
     func discover(_ puller: BusPuller) async {
-        var connected: Set<String> = []
+        let topic = settings.inputTopic
         while !isStopping {
             do {
-                let live = Set(try await process.registry.endpoints(kind: settings.inputTopic))
+                let live = try await process.registry.endpoints(kind: topic)
                 redisWorked()
-                for endpoint in live.subtracting(connected) {
-                    try await puller.connect(endpoint)
-                    process.logger.info("connected to producer", metadata: ["topic": .string(settings.inputTopic),
-                                                                             "endpoint": .string(endpoint)])
+                let report = await puller.follow(live)
+                for endpoint in report.connected {
+                    process.logger.info("connected to producer", metadata: ["topic": .string(topic), "endpoint": .string(endpoint)])
                 }
-                for endpoint in connected.subtracting(live) { try? await puller.disconnect(endpoint) }
-                connected = live
+                for problem in report.problems {
+                    process.logger.error("cannot use producer endpoint", metadata: [
+                        "topic": .string(topic), "endpoint": .string(problem.entry), "error": .string(problem.problem),
+                    ])
+                }
             } catch {
                 redisFailed("producer discovery", error)
             }
@@ -442,7 +458,8 @@ public final class StageRunner: Service, Sendable {
         let claim: MessageStore.Claim
         do {
             claim = try await process.store.claimAndLoad(id, topic: settings.inputTopic, owner: token,
-                                                         leaseMilliseconds: settings.lease.milliseconds)
+                                                         leaseMilliseconds: settings.lease.milliseconds,
+                                                         replicated: settings.claimsWaitForReplicas)
             redisWorked()
         } catch let error as StoreError where error.code == .corruptRecord {
             await quarantine(id, token: token, reason: error.message)
@@ -478,7 +495,8 @@ public final class StageRunner: Service, Sendable {
                 let ids: [MessageID]
                 do {
                     ids = try await process.store.claimExpired(topic: settings.inputTopic, owner: token,
-                                                               leaseMilliseconds: settings.lease.milliseconds, limit: free)
+                                                               leaseMilliseconds: settings.lease.milliseconds, limit: free,
+                                                               replicated: settings.claimsWaitForReplicas)
                     redisWorked()
                     backoff = .milliseconds(100)
                 } catch {
@@ -652,15 +670,20 @@ public final class StageRunner: Service, Sendable {
                 let recorded = try await uncancelled {
                     try await store.commit(id, topic: topic, owner: owner, events: outcome.events, fields: outcome.fields,
                                            newMessages: outcome.newMessages, transition: outcome.transition,
-                                           eventJSON: eventJSON)
+                                           eventJSON: eventJSON, replicated: outcome.externalEffects)
                 }
                 redisWorked()
-                if recorded { return true }
+                if recorded {
+                    worker.committed(outcome)
+                    return true
+                }
                 leaseLost.increment()
                 if outcome.externalEffects {
-                    let written = (try? await uncancelled {
+                    let orphan = try? await uncancelled {
                         try await store.recordOrphan(id, events: outcome.events, fields: outcome.fields)
-                    }) ?? 0
+                    }
+                    if orphan != nil { worker.committed(outcome) }
+                    let written = orphan ?? 0
                     logger.warning("lease lost before commit; outcome of the delivery recorded without a transition",
                                    metadata: ["recipients_recorded": "\(written)"])
                 } else {

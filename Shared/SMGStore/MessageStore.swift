@@ -103,7 +103,13 @@ public final class MessageStore: Sendable {
     /// sessions, and claims and commits of a stage's concurrent workers, share round trips.
     let acceptBatch: RedisBatcher
     let claimBatch: RedisBatcher
+    /// Claims that count only once the replicas of `acceptReplicas` have them (egress).
+    let replicatedClaimBatch: RedisBatcher
+    let acceptReplicas: ReplicaAcknowledgement?
     let commitBatch: RedisBatcher
+    /// Commits of outcomes with external effects (a delivery happened), waiting for the same
+    /// replicas as an accept: see `commit(…, replicated:)`.
+    let replicatedCommitBatch: RedisBatcher
 
     public init(redis: RedisClient, keys: Keyspace = Keyspace(), globalEventsMaxLength: Int = 1_000_000,
                 retentionSeconds: Int = 7 * 24 * 3600, bodyRetentionSeconds: Int = 3600,
@@ -118,7 +124,12 @@ public final class MessageStore: Sendable {
         // after each batch); ingress answers 451 otherwise (the client's retry is deduplicated).
         acceptBatch = RedisBatcher(client: redis, script: Scripts.accept, replicas: acceptReplicas)
         claimBatch = RedisBatcher(client: redis, script: Scripts.claimAndLoad)
+        replicatedClaimBatch = acceptReplicas == nil
+            ? claimBatch : RedisBatcher(client: redis, script: Scripts.claimAndLoad, replicas: acceptReplicas)
+        self.acceptReplicas = acceptReplicas
         commitBatch = RedisBatcher(client: redis, script: Scripts.commit)
+        replicatedCommitBatch = acceptReplicas == nil
+            ? commitBatch : RedisBatcher(client: redis, script: Scripts.commit, replicas: acceptReplicas)
     }
 
     /// Stores a newly accepted message, its `accepted` event and its entry in the first
@@ -182,10 +193,12 @@ public final class MessageStore: Sendable {
     }
 
     /// `claim` and `load` in one round trip: the hot path of every stage.
-    public func claimAndLoad(_ id: MessageID, topic: String, owner: String, leaseMilliseconds: Int) async throws
-        -> Claim
+    /// `replicated`: with `acceptReplicas`, the claim counts only once that many replicas have it;
+    /// else it throws (NOTREPLICATED) and the lease it took on the primary simply runs out.
+    public func claimAndLoad(_ id: MessageID, topic: String, owner: String, leaseMilliseconds: Int,
+                             replicated: Bool = false) async throws -> Claim
     {
-        let reply = try await claimBatch.eval(
+        let reply = try await (replicated ? replicatedClaimBatch : claimBatch).eval(
             keys: [.init(keys.pending(topic)), .init(keys.owners(topic)), .init(keys.message(id)), .init(keys.body(id))],
             args: [.init(id.rawValue), .init(owner), .init(leaseMilliseconds)])
         if reply.int == 0 { return .notYours }
@@ -198,12 +211,14 @@ public final class MessageStore: Sendable {
 
     /// Takes the leases of up to `limit` messages of `topic` whose deadline has passed
     /// (their stage died, their frame was lost, or their retry time has come).
-    public func claimExpired(topic: String, owner: String, leaseMilliseconds: Int, limit: Int) async throws
-        -> [MessageID]
+    /// `replicated`: as for `claimAndLoad`.
+    public func claimExpired(topic: String, owner: String, leaseMilliseconds: Int, limit: Int,
+                             replicated: Bool = false) async throws -> [MessageID]
     {
-        let reply = try await redis.eval(
-            Scripts.claimExpired, keys: [.init(keys.pending(topic)), .init(keys.owners(topic))],
-            args: [.init(owner), .init(leaseMilliseconds), .init(limit)])
+        let call: (keys: [RedisArg], args: [RedisArg]) = (
+            [.init(keys.pending(topic)), .init(keys.owners(topic))], [.init(owner), .init(leaseMilliseconds), .init(limit)])
+        let reply = try await redis.evalMany(Scripts.claimExpired, calls: [call],
+                                             replicas: replicated ? acceptReplicas : nil)[0]
         guard let items = reply.array else {
             throw StoreError(code: .unexpectedReply, message: "claimExpired: \(reply)")
         }
@@ -217,9 +232,13 @@ public final class MessageStore: Sendable {
     /// writes nothing twice. A final recipient state (delivered, bounced) is never overwritten.
     /// `eventJSON`: the events already encoded (`Event.jsonBytes`), so a caller that also
     /// publishes them encodes them once.
+    /// `replicated`: with `acceptReplicas`, the commit counts only once that many replicas have it
+    /// (else it throws, and the caller repeats it — a no-op where it already ran, and on a newly
+    /// promoted primary the write that the old one lost). For outcomes with external effects: a
+    /// delivery whose record a failover lost would be made again.
     public func commit(_ id: MessageID, topic: String, owner: String, events: [Event],
                        fields: [String: String] = [:], newMessages: [NewMessage] = [],
-                       transition: Transition, eventJSON: [[UInt8]]? = nil) async throws -> Bool {
+                       transition: Transition, eventJSON: [[UInt8]]? = nil, replicated: Bool = false) async throws -> Bool {
         let mode: String, delay: Int, next: String
         switch transition {
         case .forward(let topic, let after): (mode, delay, next) = ("forward", after, keys.pending(topic))
@@ -246,7 +265,7 @@ public final class MessageStore: Sendable {
             args += [.init(m.id.rawValue), .init(m.envelope.jsonBytes()), .init(m.body), .init(m.accepted.jsonBytes())]
         }
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) { args += [.init(key), .init(value)] }
-        let reply = try await commitBatch.eval(keys: keyArgs, args: args)
+        let reply = try await (replicated ? replicatedCommitBatch : commitBatch).eval(keys: keyArgs, args: args)
         return try Self.flag(reply)
     }
 

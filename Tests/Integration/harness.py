@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import smtplib
@@ -18,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from email.parser import BytesParser
 from pathlib import Path
 
@@ -87,6 +89,29 @@ def redis_is_loading(port: int, command=("GET", "probe")) -> bool:
         return False
 
 
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> list:
+    """The samples of a Prometheus text exposition: [(name, {label: value}, float)]."""
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m:
+            labels = {k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in _LABEL.findall(m.group(2) or "")}
+            samples.append((m.group(1), labels, float(m.group(3))))
+    return samples
+
+
+def scrape(endpoint: str) -> list:
+    """The samples at `endpoint`/metrics (`endpoint`: http://host:port)."""
+    with urllib.request.urlopen(endpoint + "/metrics", timeout=5) as resp:
+        return parse_metrics(resp.read().decode())
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,6 +120,22 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "c
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop_processes(procs, grace: float = 10):
+    """SIGTERM to every process still running (they drain), SIGKILL to those still there after
+    `grace` seconds."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 class RedisServer:
@@ -295,16 +336,7 @@ class Gateway:
             proc.wait(10)
 
     def stop_all(self):
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_processes(self.procs.values())
 
     def smgctl(self, *args, timeout=30):
         return subprocess.run([str(self.bins / "smgctl"), *args, "--redis", self.redis.url, "--prefix", self.prefix],
@@ -317,6 +349,28 @@ class Gateway:
 
     def log_text(self, name: str) -> str:
         return Path(self.logs[name]).read_text(errors="replace")
+
+    def http_endpoints(self) -> list:
+        """The /healthz + /metrics endpoints (http://host:port) of the processes running now, as
+        they register themselves in Redis (kind `http`)."""
+        now = time.time() * 1000
+        return sorted(k.decode() for k, v in self.redis.client().hgetall(f"{self.prefix}registry:http").items()
+                      if int(v) > now)
+
+    def metrics(self) -> list:
+        """The samples of every running process's /metrics: [(name, {label: value}, float)]; a
+        process that does not answer is left out."""
+        samples = []
+        for endpoint in self.http_endpoints():
+            try:
+                samples += scrape(endpoint)
+            except OSError:
+                pass
+        return samples
+
+    def metric(self, name: str, **labels) -> float:
+        """The sum of `name`'s samples with these label values over every running process."""
+        return sum(v for n, l, v in self.metrics() if n == name and all(l.get(k) == str(x) for k, x in labels.items()))
 
 
 def make_message(marker: str, sender="sender@customer.example", rcpt="user@dest.example", body_lines=None) -> bytes:

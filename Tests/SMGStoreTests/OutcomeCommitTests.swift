@@ -76,6 +76,48 @@ final class OutcomeCommitTests: XCTestCase {
         XCTAssertNil(missing)
     }
 
+    /// A delivery's commit (`replicated: true`) with `acceptReplicas`: refused while no replica
+    /// has it — the write is on the primary only, and the caller repeats it — and the repeat,
+    /// once a replica is in sync, succeeds without writing anything twice. Other commits do not wait.
+    func testADeliveryCommitCountsOnlyOnceAReplicaHasIt() async throws {
+        let waiting = MessageStore(redis: redis, keys: keys, retentionSeconds: 100, bodyRetentionSeconds: 10,
+                                   messageEventsMaxLength: 100,
+                                   acceptReplicas: ReplicaAcknowledgement(count: 1, timeoutMilliseconds: 200))
+        let id = try await accepted()
+        let claimed = try await store.claim(id, topic: "mail.outbound.good", owner: "E", leaseMilliseconds: 60_000)
+        XCTAssertTrue(claimed)
+        let delivered = Event(type: "delivered", id: id, site: "s", process: "p")
+        do {
+            _ = try await waiting.commit(id, topic: "mail.outbound.good", owner: "E", events: [delivered],
+                                         transition: .done, replicated: true)
+            XCTFail("a delivery commit no replica has must not count as recorded")
+        } catch {
+            XCTAssertTrue("\(error)".contains("NOTREPLICATED"), "\(error)")
+        }
+        let replica = try RedisServerFixture(extraArguments: ["--replicaof", "127.0.0.1", "\(server.port)"])
+        defer { replica.kill() }
+        let deadline = Date().addingTimeInterval(20)
+        while try await redis.command("INFO", "replication").string?.contains("state=online") != true {
+            guard Date() < deadline else { return XCTFail("the replica did not come in sync") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let again = try await waiting.commit(id, topic: "mail.outbound.good", owner: "E", events: [delivered],
+                                             transition: .done, replicated: true)
+        XCTAssertTrue(again, "the repeat is the same lease's commit")
+        let types = try await store.events(of: id).map(\.type)
+        XCTAssertEqual(types.filter { $0 == "delivered" }.count, 1, "recorded once: \(types)")
+        let copy = RedisClient(endpoint: replica.endpoint, poolSize: 1, timeout: .seconds(2), logger: Logger(label: "test"))
+        defer { copy.close() }
+        let onReplica = try await copy.command("HGET", .init(keys.message(id)), "committed_by").string
+        XCTAssertEqual(onReplica, "E", "the replica has the commit")
+
+        // A commit without external effects does not wait (and so works without a replica too).
+        let other = try await accepted()
+        _ = try await store.claim(other, topic: "mail.outbound.good", owner: "F", leaseMilliseconds: 60_000)
+        let plain = try await waiting.commit(other, topic: "mail.outbound.good", owner: "F", events: [], transition: .done)
+        XCTAssertTrue(plain)
+    }
+
     func testFinalRecipientStateIsNeverOverwritten() async throws {
         let id = try await accepted()
         let delivered = Recipient(address: "r0@y.example", state: .delivered, attempts: 1, lastReply: "250 ok")
