@@ -74,7 +74,7 @@ let package = Package(
                 dependencies: ["CHiredis", "SMGSync", logging, nioCore, nioPosix, nioSSL,
                                .product(name: "NIOTLS", package: "swift-nio")],
                 path: "Shared/SMGRedis", swiftSettings: strict),
-        .target(name: "SMGBus", dependencies: ["CZeroMQ", "SMGSync", logging], path: "Shared/SMGBus",
+        .target(name: "SMGBus", dependencies: ["CZeroMQ", "SMGCore", "SMGSync", logging], path: "Shared/SMGBus",
                 swiftSettings: strict),
         .target(name: "SMGStore", dependencies: ["SMGCore", "SMGRedis", logging],
                 path: "Shared/SMGStore", swiftSettings: strict),

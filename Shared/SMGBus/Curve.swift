@@ -1,4 +1,5 @@
 internal import CZeroMQ
+internal import SMGCore
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -77,42 +78,6 @@ func cText(_ chars: [CChar]) -> String {
     String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
-/// Lower-case hexadecimal, for keys inside registry URLs (Z85 contains `?`, `&`, `=`, `/`).
-enum CurveHex {
-    static func encode(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    static func decode(_ text: Substring) -> [UInt8]? {
-        let chars = Array(text.utf8)
-        guard chars.count % 2 == 0 else { return nil }
-        func value(_ c: UInt8) -> UInt8? {
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-            default: nil
-            }
-        }
-        var out: [UInt8] = []
-        out.reserveCapacity(chars.count / 2)
-        var i = 0
-        while i < chars.count {
-            guard let hi = value(chars[i]), let lo = value(chars[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return out
-    }
-}
-
 /// What a process's bus needs for CurveZMQ: its keypair and the public keys of the clients its
 /// bound sockets accept (always including its own).
 public struct BusSecurity: Sendable {
@@ -154,7 +119,7 @@ public struct BusEndpoint: Sendable, Hashable, CustomStringConvertible {
         guard !address.isEmpty, query.hasPrefix("curve="), !query.contains("&") else {
             throw BusEndpointError(entry: entry, problem: "unknown endpoint parameters (expected ?curve=<64 hex digits>)")
         }
-        guard let key = CurveHex.decode(query.dropFirst("curve=".count)), key.count == 32 else {
+        guard let key = Hex.decode(query.dropFirst("curve=".count)), key.count == 32 else {
             throw BusEndpointError(entry: entry, problem: "the curve parameter is not 64 hex digits")
         }
         self.init(address: address, serverKey: key)
@@ -162,7 +127,7 @@ public struct BusEndpoint: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         guard let serverKey else { return address }
-        return address + "?curve=" + CurveHex.encode(serverKey)
+        return address + "?curve=" + Hex.lower(serverKey)
     }
 }
 

@@ -367,17 +367,7 @@ final class RedisClientTests: XCTestCase {
         try server.restart()
         // Every pooled connection is stale now; the client notices that before writing and
         // reconnects, so every command after the restart succeeds at the first attempt.
-        for _ in 0..<8 {
-            let v23 = try await client.command("GET", "durable").string
-            XCTAssertEqual(v23, "yes")
-        }
-        let values = try await withThrowingTaskGroup(of: String?.self) { group in
-            for _ in 0..<16 { group.addTask { try await client.command("GET", "durable").string } }
-            var out: [String?] = []
-            for try await v in group { out.append(v) }
-            return out
-        }
-        XCTAssertEqual(values, Array(repeating: "yes", count: 16))
+        try await assertEveryCommandSucceeds(client, reading: "durable", expecting: "yes")
     }
 
     func testStoppedServerGivesTimeoutWithinAboutTheTimeout() async throws {
@@ -513,4 +503,22 @@ final class RedisAuthTests: XCTestCase {
             XCTAssertEqual((error as? RedisError)?.code, .connection, "\(error)")
         }
     }
+}
+
+/// After a restart of the server: 8 commands one after the other, then 16 at once, each must
+/// succeed at the first attempt and read `expecting` at `key` (the pool replaced its stale
+/// connections before writing to them).
+func assertEveryCommandSucceeds(_ client: RedisClient, reading key: String, expecting value: String,
+                                file: StaticString = #filePath, line: UInt = #line) async throws {
+    for _ in 0..<8 {
+        let read = try await client.command("GET", .init(key)).string
+        XCTAssertEqual(read, value, file: file, line: line)
+    }
+    let values = try await withThrowingTaskGroup(of: String?.self) { group in
+        for _ in 0..<16 { group.addTask { try await client.command("GET", .init(key)).string } }
+        var out: [String?] = []
+        for try await v in group { out.append(v) }
+        return out
+    }
+    XCTAssertEqual(values, Array(repeating: value, count: 16), file: file, line: line)
 }

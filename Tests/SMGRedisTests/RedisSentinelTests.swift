@@ -91,6 +91,27 @@ final class RedisSentinelTests: XCTestCase {
         throw FixtureError("timed out waiting for \(what)")
     }
 
+    /// After the primary's kill and the client's `SET after 1`: the replica is the primary now and
+    /// holds that write and `before:0..<count`. Returns a direct client to it (the caller closes it).
+    func promotedReplica(of cluster: Cluster, holdingBefore count: Int,
+                         file: StaticString = #filePath, line: UInt = #line) async throws -> RedisClient {
+        let promoted = try await role(cluster.replica)
+        XCTAssertEqual(promoted, "master", file: file, line: line)
+        let direct = RedisClient(endpoint: cluster.replica.endpoint, poolSize: 1, timeout: .seconds(2), logger: logger)
+        do {
+            let after = try await direct.command("GET", "after").string
+            XCTAssertEqual(after, "1", file: file, line: line)
+            for i in 0..<count {
+                let value = try await direct.command("GET", .init("before:\(i)")).string
+                XCTAssertEqual(value, "\(i)", file: file, line: line)
+            }
+        } catch {
+            direct.close()
+            throw error
+        }
+        return direct
+    }
+
     func role(_ server: RedisServerFixture) async throws -> String? {
         let c = RedisClient(endpoint: server.endpoint, poolSize: 1, timeout: .seconds(2), logger: logger)
         defer { c.close() }
@@ -110,16 +131,8 @@ final class RedisSentinelTests: XCTestCase {
         let started = ContinuousClock.now
         _ = try await client.command("SET", "after", "1")
         let took = ContinuousClock.now - started
-        let promoted = try await role(cluster.replica)
-        XCTAssertEqual(promoted, "master")
-        let direct = RedisClient(endpoint: cluster.replica.endpoint, poolSize: 1, timeout: .seconds(2), logger: logger)
+        let direct = try await promotedReplica(of: cluster, holdingBefore: 20)
         defer { direct.close() }
-        let after = try await direct.command("GET", "after").string
-        XCTAssertEqual(after, "1")
-        for i in 0..<20 {
-            let value = try await direct.command("GET", .init("before:\(i)")).string
-            XCTAssertEqual(value, "\(i)")
-        }
         XCTAssertLessThan(took, .seconds(40), "failover took \(took)")
         // Every pooled connection moved: concurrent writes all land on the new primary.
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -144,16 +157,8 @@ final class RedisSentinelTests: XCTestCase {
         XCTAssertEqual(acknowledged, 1, "the replica replicates over TLS")
         cluster.primary.kill()
         _ = try await client.command("SET", "after", "1")
-        let promoted = try await role(cluster.replica)
-        XCTAssertEqual(promoted, "master")
-        let direct = RedisClient(endpoint: cluster.replica.endpoint, poolSize: 1, timeout: .seconds(2), logger: logger)
+        let direct = try await promotedReplica(of: cluster, holdingBefore: 10)
         defer { direct.close() }
-        let after = try await direct.command("GET", "after").string
-        XCTAssertEqual(after, "1")
-        for i in 0..<10 {
-            let value = try await direct.command("GET", .init("before:\(i)")).string
-            XCTAssertEqual(value, "\(i)")
-        }
         let sentinel = RedisClient(endpoint: cluster.sentinelEndpoint(cluster.sentinels[1]), poolSize: 1,
                                    timeout: .seconds(2), logger: logger)
         defer { sentinel.close() }
