@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Tests" / "Integration"))
 sys.path.insert(0, str(ROOT / "bench"))
 import harness  # noqa: E402
+import redis as redislib  # noqa: E402
 from relay_compare import GatewayUnderTest, SmtpSink, cpu_seconds  # noqa: E402
 
 SENDER, RECIPIENT = "bench@customer.test", "sink@dest.test"
@@ -56,6 +57,8 @@ def main():
     sink = SmtpSink(sink_port)
     report = []
     try:
+        stats = redislib.Redis(port=gateway.redis.port)
+        stats.config_resetstat()
         before = system.cpu()
         started = time.monotonic()
         source = subprocess.Popen(["smtp-source", "-s", str(args.sessions), "-m", str(args.messages),
@@ -75,6 +78,14 @@ def main():
                       f"{args.messages / elapsed:.0f} msg/s end to end, CPU {sum(cpu.values()):.2f} ms/msg")
         for name, ms in sorted(cpu.items(), key=lambda kv: -kv[1]):
             report.append(f"  {name:18} {ms:6.2f} ms/msg")
+        # What Redis is asked per message: calls of each command, and the scripts' own commands.
+        commands = stats.info("commandstats")
+        report.append("")
+        report.append("Redis calls per message (scripts' inner commands included):")
+        for name, v in sorted(commands.items(), key=lambda kv: -kv[1]["calls"]):
+            if v["calls"] / args.messages >= 0.05:
+                report.append(f"  {name.removeprefix('cmdstat_'):22} {v['calls'] / args.messages:6.2f}"
+                              f"   {v['usec'] / args.messages:7.1f} us/msg")
         if use_perf:
             # One report per process (its threads together): the top symbols of that process,
             # as percentages of its own samples.

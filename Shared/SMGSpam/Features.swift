@@ -352,17 +352,23 @@ enum Words {
     static func countCapitals(_ text: String) -> (words: Int, capitals: Int) {
         var words = 0, capitals = 0
         var letters = 0, upper = 0, inWord = false
-        for byte in text.utf8 {
-            if byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 {
-                if inWord {
-                    words += 1
-                    if letters >= 3 && upper == letters { capitals += 1 }
+        var text = text
+        text.withUTF8 { utf8 in   // over the contiguous bytes: `text.utf8`'s iterator was 7 % of the engine
+            for byte in utf8 {
+                if byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 {
+                    if inWord {
+                        words += 1
+                        if letters >= 3 && upper == letters { capitals += 1 }
+                    }
+                    inWord = false; letters = 0; upper = 0
+                } else {
+                    inWord = true
+                    let folded = byte | 0x20
+                    if folded >= 0x61 && folded <= 0x7A {
+                        letters += 1
+                        if byte < 0x60 { upper += 1 }
+                    }
                 }
-                inWord = false; letters = 0; upper = 0
-            } else {
-                inWord = true
-                if byte >= 0x41 && byte <= 0x5A { letters += 1; upper += 1 }
-                else if byte >= 0x61 && byte <= 0x7A { letters += 1 }
             }
         }
         if inWord {
@@ -398,7 +404,10 @@ enum Words {
                 let word = UnsafeBufferPointer(rebasing: b[start..<end])
                 if length >= 3 && length <= maxLength {
                     body(String(decoding: word, as: UTF8.self))
-                } else if length > maxLength, let first = String(decoding: word, as: UTF8.self).unicodeScalars.first {
+                } else if length > maxLength {
+                    // Only the first character is needed: ASCII without decoding the whole word.
+                    let first = b[start] < 0x80 ? Unicode.Scalar(b[start])
+                        : String(decoding: word.prefix(4), as: UTF8.self).unicodeScalars.first ?? "\u{FFFD}"
                     body("skip:\(Character(first)) \(length / 10 * 10)")
                 }
             }

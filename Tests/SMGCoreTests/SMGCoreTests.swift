@@ -208,3 +208,96 @@ final class RecipientStateTests: XCTestCase {
         XCTAssertNil(Recipient.decode(json: "{not json"))
     }
 }
+
+final class JSONReaderTests: XCTestCase {
+    /// The hand-written envelope reader gives what `JSONDecoder` gives, on envelopes with every
+    /// optional member present and absent and strings that need escapes (quotes, control
+    /// characters, non-ASCII, characters outside the BMP).
+    func testEnvelopeDecodeAgreesWithJSONDecoder() throws {
+        var rng = SystemRandomNumberGenerator()
+        let pieces = ["a", "\"", "\\", "\n", "\t", "\u{01}", "é", "€", "𝄞", "/", " ", "x@y.example"]
+        func text() -> String { (0..<Int.random(in: 0...6, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined() }
+        func maybe<T>(_ v: @autoclosure () -> T) -> T? { Bool.random(using: &rng) ? v() : nil }
+        for _ in 0..<300 {
+            let recipients = (0..<Int.random(in: 0...3, using: &rng)).map { _ in
+                var r = Recipient(address: text(), state: [.pending, .delivered, .deferred, .bounced].randomElement(using: &rng)!,
+                                  attempts: Int.random(in: 0...50, using: &rng), lastReply: maybe(text()),
+                                  nextAttempt: maybe(Date(timeIntervalSince1970: Double(Int.random(in: 0...4_000_000_000_000, using: &rng)) / 1000)),
+                                  remoteMTA: maybe(text()), notify: maybe(["SUCCESS", "DELAY"]), originalRecipient: maybe(text()))
+                r.delayNotified = maybe(Bool.random(using: &rng))
+                return r
+            }
+            let env = Envelope(customer: maybe(text()), sender: text(), recipients: recipients,
+                               submission: SubmissionFacts(clientAddress: text(), heloName: maybe(text()), tls: Bool.random(using: &rng),
+                                                           tlsVersion: maybe(text()), cipher: maybe(text()), authenticatedAs: maybe(text()),
+                                                           site: text(), ingress: text(),
+                                                           receivedAt: Date(timeIntervalSince1970: Double(Int.random(in: 0...4_000_000_000_000, using: &rng)) / 1000),
+                                                           size: Int.random(in: 0...100_000_000, using: &rng)),
+                               dsnReturn: maybe("FULL"), envelopeID: maybe(text()))
+            let bytes = env.jsonBytes()
+            let foundation = try Event.decoder.decode(Envelope.self, from: Data(bytes))
+            XCTAssertEqual(try Envelope.decode(bytes), foundation)
+            for r in env.recipients {
+                XCTAssertEqual(Recipient.decode(json: r.jsonString()), try Event.decoder.decode(Recipient.self, from: Data(r.jsonString().utf8)))
+            }
+        }
+    }
+
+    /// Written by other hands (spaces, escapes we never write, members we do not know, null for an
+    /// absent optional): still read as `JSONDecoder` reads it.
+    func testEnvelopeFromOtherWriters() throws {
+        let json = """
+        { "sender" : "a\\u0040b.example", "customer": null, "unknown": [1, 2.5e3, {"x": true}],
+          "recipients": [ {"address": "r@x.example", "state": "deferred", "attempts": 2, "lastReply": "451 \\ud834\\udd1e \\/ok",
+                           "nextAttempt": "2026-12-07T01:02:03.5+01:00"} ],
+          "submission": {"clientAddress": "192.0.2.1", "tls": false, "site": "s", "ingress": "i",
+                         "receivedAt": "2026-12-07T01:02:03Z", "size": 10, "heloName": null} }
+        """
+        let mine = try Envelope.decode(Array(json.utf8))
+        XCTAssertEqual(mine, try Event.decoder.decode(Envelope.self, from: Data(json.utf8)))
+        XCTAssertEqual(mine.sender, "a@b.example")
+        XCTAssertEqual(mine.recipients[0].lastReply, "451 𝄞 /ok")
+        XCTAssertEqual(mine.recipients[0].nextAttempt, Date(timeIntervalSince1970: 1_796_601_723.5))
+    }
+
+    /// What `JSONDecoder` refuses is refused, with an error that says where.
+    func testBadEnvelopesAreRefused() {
+        let good = #"{"sender":"","recipients":[],"submission":{"clientAddress":"","tls":true,"site":"s","ingress":"i","receivedAt":"2026-12-07T01:02:03Z","size":1}}"#
+        XCTAssertNoThrow(try Envelope.decode(Array(good.utf8)))
+        let bad = [
+            "", "{", "[]", "null", good + "x", String(good.dropLast()),
+            good.replacingOccurrences(of: #""sender":"","#, with: ""),                       // required member missing
+            good.replacingOccurrences(of: #""tls":true"#, with: #""tls":"yes""#),            // wrong type
+            good.replacingOccurrences(of: #""size":1"#, with: #""size":1.5"#),               // not an integer
+            good.replacingOccurrences(of: "2026-12-07T01:02:03Z", with: "yesterday"),        // not a time
+            good.replacingOccurrences(of: #""sender":"""#, with: #""sender":"\ud834""#),     // lone surrogate
+            good.replacingOccurrences(of: #""sender":"""#, with: "\"sender\":\"a\u{01}\""),  // raw control character
+            good.replacingOccurrences(of: #""sender":"""#, with: #""sender":"\q""#),         // unknown escape
+            good.replacingOccurrences(of: #""size":1"#, with: #""size":01"#),                // leading zero
+            good.replacingOccurrences(of: #""recipients":[]"#, with: #""recipients":[{"address":"a","state":"lost","attempts":0}]"#),
+        ]
+        for text in bad {
+            XCTAssertThrowsError(try Envelope.decode(Array(text.utf8)), text)
+            XCTAssertThrowsError(try Event.decoder.decode(Envelope.self, from: Data(text.utf8)), "JSONDecoder accepts \(text)")
+        }
+        XCTAssertThrowsError(try Envelope.decode(Array(#"{"sender":"\u00"#.utf8)))
+        XCTAssertThrowsError(try Envelope.decode([0x7B, 0x22, 0xFF, 0x22, 0x3A, 0x31, 0x7D]))    // invalid UTF-8
+        // Deep nesting is refused, not recursed into.
+        XCTAssertThrowsError(try JSONReader.parse(Array((String(repeating: "[", count: 100_000)).utf8)))
+        do {
+            _ = try Envelope.decode(Array(good.replacingOccurrences(of: #""tls":true"#, with: #""tls":1"#).utf8))
+            XCTFail("accepted tls: 1")
+        } catch {
+            XCTAssertTrue("\(error)".contains("envelope.submission.tls"), "\(error)")
+        }
+    }
+
+    func testNumbersAndLiterals() throws {
+        XCTAssertEqual(try JSONReader.parse(Array("[0, -7, 9223372036854775807, 1e2, -0.5, true, false, null, \"\"]".utf8)),
+                       .array([.int(0), .int(-7), .int(Int.max), .double(100), .double(-0.5), .bool(true), .bool(false), .null, .string("")]))
+        XCTAssertEqual(try JSONReader.parse(Array("99999999999999999999".utf8)), .double(1e20))
+        for text in ["-", "1.", ".5", "1e", "tru", "nul", "+1", "[1,]", "{\"a\":1,}", "{1:2}"] {
+            XCTAssertThrowsError(try JSONReader.parse(Array(text.utf8)), text)
+        }
+    }
+}

@@ -155,4 +155,33 @@ final class SpamEngineTests: XCTestCase {
         let raw = CorpusReader.normalise(Array("From someone Mon Jan 1\nSubject: x\n\nbody\r\n".utf8))
         XCTAssertEqual(String(decoding: raw, as: UTF8.self), "Subject: x\r\n\r\nbody\r\n")
     }
+
+    /// The byte search finds the first occurrence wherever it lies, on random texts over a small
+    /// alphabet (many near misses) checked against a plain scan, and on bodies of one letter.
+    func testSearchFindsFirstOccurrence() {
+        var rng = SystemRandomNumberGenerator()
+        func naive(_ needle: [UInt8], _ hay: [UInt8]) -> Int? {
+            guard !needle.isEmpty else { return 0 }
+            guard hay.count >= needle.count else { return nil }
+            return (0...(hay.count - needle.count)).first { Array(hay[$0..<($0 + needle.count)]) == needle }
+        }
+        for _ in 0..<3000 {
+            let hay = (0..<Int.random(in: 0...60, using: &rng)).map { _ in UInt8.random(in: 97...99, using: &rng) }
+            let needle = (0..<Int.random(in: 0...6, using: &rng)).map { _ in UInt8.random(in: 97...99, using: &rng) }
+            XCTAssertEqual(Search.firstIndex(of: needle, in: hay), naive(needle, hay), "\(needle) in \(hay)")
+        }
+        let xs = [UInt8](repeating: UInt8(ascii: "X"), count: 10_000)
+        XCTAssertNil(Search.firstIndex(of: FeatureExtractor.gtubeString, in: xs))
+        XCTAssertEqual(Search.firstIndex(of: FeatureExtractor.gtubeString, in: xs + FeatureExtractor.gtubeString + xs), 10_000)
+        XCTAssertEqual(Search.firstIndex(of: Array("é".utf8), in: Array("caf\u{e9} é".utf8)), 3)
+        XCTAssertTrue(Search.contains("an XXXXXXX-bodied GTUBE", "GTUBE"))
+    }
+
+    /// Capitals are counted per whitespace-separated word of 3+ letters, ASCII only.
+    func testCountCapitals() {
+        func counts(_ text: String) -> [Int] { let c = Words.countCapitals(text); return [c.words, c.capitals] }
+        XCTAssertEqual(counts("FREE money NOW ok OK 1XXXX É\u{c9}\u{c9} A-B-C\n\tHELLO"), [9, 5])   // FREE NOW 1XXXX A-B-C HELLO
+        XCTAssertEqual(counts(""), [0, 0])
+        XCTAssertEqual(counts("   "), [0, 0])
+    }
 }
