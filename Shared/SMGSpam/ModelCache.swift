@@ -18,6 +18,8 @@ public actor SpamModelCache {
     var model: BayesModel?
     var version: Int?
     var checked: ContinuousClock.Instant?
+    /// The seeding under way, which concurrent calls wait for instead of seeding again.
+    var seeding: Task<Void, any Error>?
 
     public init(store: SpamModelStore, refresh: Duration, seedFile: String?, owner: String, logger: Logger) {
         self.store = store
@@ -34,10 +36,24 @@ public actor SpamModelCache {
             let remote = try await store.version()
             checked = now
             if remote == nil, let seedFile {
-                let seed = try SpamModelFile.read(path: seedFile)
-                if try await store.seedIfEmpty(with: seed, owner: owner) {
-                    logger.notice("seeded the shared spam model from the model file",
-                                  metadata: ["file": "\(seedFile)", "tokens": "\(seed.tokens.count)"])
+                // One seeding per process at a time. The actor is re-entered at every await, and the
+                // seeding lock's owner is the process: a second message arriving mid-seeding took
+                // the lock as its own ("a failover lost the seeding"), started a second `replace`
+                // that deleted the first one's half-written import, and the two swapped in a mix —
+                // a partial shared model, kept for good (a model exists, so nobody seeds again).
+                if let seeding {
+                    try await seeding.value
+                } else {
+                    let task = Task { [store, owner, logger] in
+                        let seed = try SpamModelFile.read(path: seedFile)
+                        if try await store.seedIfEmpty(with: seed, owner: owner) {
+                            logger.notice("seeded the shared spam model from the model file",
+                                          metadata: ["file": "\(seedFile)", "tokens": "\(seed.tokens.count)"])
+                        }
+                    }
+                    seeding = task
+                    defer { seeding = nil }
+                    try await task.value
                 }
             }
             if remote == nil || remote != version {

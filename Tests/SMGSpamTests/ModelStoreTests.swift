@@ -122,4 +122,25 @@ final class ModelStoreTests: XCTestCase {
         let third = try await cache.current()
         XCTAssertNotNil(third.tokens["zorblax"])
     }
+
+    /// Many messages at once on a fresh installation (the stage runs several): the shipped model is
+    /// seeded once and whole. Before, a message arriving mid-seeding seeded again under the same
+    /// process's lock and the two imports mixed into a partial shared model.
+    func testConcurrentFirstMessagesSeedTheWholeModelOnce() async throws {
+        let store = SpamModelStore(redis: redis)
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let path = root.appendingPathComponent("deploy/spam/model.txt").path
+        let file = try SpamModelFile.read(path: path)
+        XCTAssertGreaterThan(file.tokens.count, 5_000, "seeding takes several batches")
+        let cache = SpamModelCache(store: store, refresh: .seconds(60), seedFile: path, owner: "classifier-1", logger: Logger(label: "t"))
+        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<20 { group.addTask { try await cache.current().tokens.count } }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        XCTAssertEqual(counts, Array(repeating: file.tokens.count, count: 20))
+        let (stored, version) = try await store.load()!
+        XCTAssertEqual(stored.tokens.count, file.tokens.count)
+        XCTAssertEqual(stored.tokens, file.tokens)
+        XCTAssertEqual(version, 1, "seeded once")
+    }
 }
