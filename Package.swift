@@ -66,6 +66,7 @@ let package = Package(
                        providers: [.apt(["libclamav-dev"])]),
         .systemLibrary(name: "CYara", path: "Shared/CYara", pkgConfig: "yara", providers: [.apt(["libyara-dev"])]),
         .systemLibrary(name: "CZlib", path: "Shared/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CMemmem", path: "Shared/CMemmem"),
 
         // Shared modules, one concern each.
         .target(name: "SMGSync", path: "Shared/SMGSync", swiftSettings: strict),
@@ -118,7 +119,7 @@ let package = Package(
         .target(name: "SMGNDR", dependencies: ["SMGConfig", "SMGCore", "SMGStore", "SMGMIME", logging],
                 path: "Shared/SMGNDR", swiftSettings: strict),
         .target(name: "SMGSpam",
-                dependencies: ["SMGMIME", "SMGCore", "SMGRedis", "SMGStore", crypto, logging,
+                dependencies: ["SMGMIME", "SMGCore", "SMGRedis", "SMGStore", "CMemmem", crypto, logging,
                                .product(name: "AsyncHTTPClient", package: "async-http-client"), nioCore],
                 path: "Shared/SMGSpam", swiftSettings: strict),
         .target(name: "SMGTLSPolicy",
