@@ -350,10 +350,12 @@ enum Words {
 
     /// Words split at white space, and those that are capitals of 3 letters or more.
     static func countCapitals(_ text: String) -> (words: Int, capitals: Int) {
-        var words = 0, capitals = 0
-        var letters = 0, upper = 0, inWord = false
         var text = text
-        text.withUTF8 { utf8 in   // over the contiguous bytes: `text.utf8`'s iterator was 7 % of the engine
+        // Over the contiguous bytes, with the counters local to the closure (captured mutable
+        // variables live in boxes): `text.utf8`'s iterator with captured counters was 10 % of the engine.
+        return text.withUTF8 { utf8 -> (words: Int, capitals: Int) in
+            var words = 0, capitals = 0
+            var letters = 0, upper = 0, inWord = false
             for byte in utf8 {
                 if byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 {
                     if inWord {
@@ -370,12 +372,12 @@ enum Words {
                     }
                 }
             }
+            if inWord {
+                words += 1
+                if letters >= 3 && upper == letters { capitals += 1 }
+            }
+            return (words, capitals)
         }
-        if inWord {
-            words += 1
-            if letters >= 3 && upper == letters { capitals += 1 }
-        }
-        return (words, capitals)
     }
 
     /// Whether `word` occurs in `text` as a whole word.
