@@ -27,7 +27,12 @@ public final class RedisBatcher: Sendable {
     private struct Call {
         let keys: [RedisArg]
         let args: [RedisArg]
-        var bytes: Int { keys.reduce(0) { $0 + $1.bytes.count } + args.reduce(0) { $0 + $1.bytes.count } }
+        /// Plain commands right after the script (`RedisClient.evalMany`'s `followUps`).
+        let followUps: [[RedisArg]]
+        var bytes: Int {
+            keys.reduce(0) { $0 + $1.bytes.count } + args.reduce(0) { $0 + $1.bytes.count }
+                + followUps.reduce(0) { $0 + $1.reduce(0) { $0 + $1.bytes.count } }
+        }
         /// nil for the leader's own call (it reads its reply from the batch itself).
         let reply: CheckedContinuation<Role, any Error>?
     }
@@ -59,12 +64,14 @@ public final class RedisBatcher: Sendable {
     }
 
     /// Runs the script with `keys` and `args`, in a pipeline with whatever else is queued.
-    public func eval(keys: [RedisArg], args: [RedisArg]) async throws -> RedisValue {
+    /// `followUps`: plain commands sent right after it; the reply is then `.array([script reply] +
+    /// their replies)` (see `RedisClient.evalMany`).
+    public func eval(keys: [RedisArg], args: [RedisArg], followUps: [[RedisArg]] = []) async throws -> RedisValue {
         try Task.checkCancellation()
         let role = try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Role, any Error>) in
             let lead = state.withLock { s -> Bool in
                 if s.sending {
-                    s.queue.append(Call(keys: keys, args: args, reply: cont))
+                    s.queue.append(Call(keys: keys, args: args, followUps: followUps, reply: cont))
                     return false
                 }
                 s.sending = true
@@ -74,7 +81,7 @@ public final class RedisBatcher: Sendable {
         }
         switch role {
         case .answered(let value): return value
-        case .lead: return try await drain(own: Call(keys: keys, args: args, reply: nil))!.get()
+        case .lead: return try await drain(own: Call(keys: keys, args: args, followUps: followUps, reply: nil))!.get()
         }
     }
 
@@ -125,7 +132,8 @@ public final class RedisBatcher: Sendable {
     /// One pipeline; each call's result.
     private func send(_ batch: [Call]) async -> [(Call, Result<RedisValue, any Error>)] {
         do {
-            let replies = try await client.evalMany(script, calls: batch.map { ($0.keys, $0.args) },
+            let followUps = batch.contains { !$0.followUps.isEmpty } ? batch.map(\.followUps) : []
+            let replies = try await client.evalMany(script, calls: batch.map { ($0.keys, $0.args) }, followUps: followUps,
                                                     ignoringCancellation: true, replicas: replicas)
             return batch.enumerated().map { i, call in
                 guard i < replies.count else {

@@ -186,34 +186,60 @@ public final class RedisClient: Sendable {
     /// their writes); when fewer replicas than `count` acknowledged within the timeout, every
     /// call that succeeded gets the error reply `NOTREPLICATED …` instead — its write is on the
     /// primary but not (yet) on enough replicas, so the caller must not report it as safe.
+    ///
+    /// `followUps`: per call (empty, or one list per call), plain commands sent right after that
+    /// call's script in the same pipeline; a call with some gets `.array([script reply] + their
+    /// replies)` (or the script's error reply alone), a call with none its script's reply. For reads that need no atomicity with
+    /// the script: a large value returned through Lua costs Redis several times a plain `GET`.
     public func evalMany(_ script: RedisScript, calls: [(keys: [RedisArg], args: [RedisArg])],
+                         followUps: [[[RedisArg]]] = [],
                          ignoringCancellation: Bool = false, replicas: ReplicaAcknowledgement? = nil) async throws -> [RedisValue]
     {
         if calls.isEmpty { return [] }
+        precondition(followUps.isEmpty || followUps.count == calls.count, "one follow-up list per call")
         let sha = RedisArg(script.sha1)
         let tails: [[RedisArg]] = calls.map { [RedisArg($0.keys.count)] + $0.keys + $0.args }
+        let after: [[[RedisArg]]] = followUps.isEmpty ? Array(repeating: [], count: calls.count) : followUps
+        // Where each call's script reply sits in the pipeline (its follow-ups come right after it).
+        var pipeline: [[RedisArg]] = []
+        var positions: [Int] = []
+        for i in calls.indices {
+            positions.append(pipeline.count)
+            pipeline.append(["EVALSHA", sha] + tails[i])
+            pipeline += after[i]
+        }
+        let commands = pipeline, at = positions
         let logger = self.logger
         return try await retrying(
             {
                 try await self.withConnection(checkingCancellation: !ignoringCancellation) { conn in
-                    var replies = try conn.pipeline(tails.map { ["EVALSHA", sha] + $0 })
-                    let unknown = replies.indices.filter {
-                        if case .error(let m) = replies[$0] { return m.hasPrefix("NOSCRIPT") }
+                    var replies = try conn.pipeline(commands)
+                    let unknown = calls.indices.filter {
+                        if case .error(let m) = replies[at[$0]] { return m.hasPrefix("NOSCRIPT") }
                         return false
                     }
                     if !unknown.isEmpty {
                         logger.debug("redis script not cached, falling back to EVAL", metadata: ["sha1": "\(script.sha1)"])
-                        let again = try conn.pipeline(unknown.map { ["EVAL", RedisArg(script.source)] + tails[$0] })
-                        for (i, reply) in zip(unknown, again) { replies[i] = reply }
+                        let again = try conn.pipeline(unknown.flatMap { [["EVAL", RedisArg(script.source)] + tails[$0]] + after[$0] })
+                        var k = 0
+                        for i in unknown {
+                            for j in 0...after[i].count { replies[at[i] + j] = again[k]; k += 1 }
+                        }
                     }
-                    if let replicas, replicas.count > 0, replies.contains(where: { if case .error = $0 { false } else { true } }) {
+                    var results = calls.indices.map { replies[at[$0]] }
+                    if let replicas, replicas.count > 0, results.contains(where: { if case .error = $0 { false } else { true } }) {
                         let acknowledged = try conn.command(["WAIT", RedisArg(replicas.count), RedisArg(replicas.timeoutMilliseconds)]).int ?? 0
                         if acknowledged < replicas.count {
                             let refusal = RedisValue.error("NOTREPLICATED \(acknowledged) of \(replicas.count) replicas acknowledged within \(replicas.timeoutMilliseconds) ms")
-                            replies = replies.map { if case .error = $0 { $0 } else { refusal } }
+                            results = results.map { if case .error = $0 { $0 } else { refusal } }
                         }
                     }
-                    return replies
+                    if followUps.isEmpty { return results }
+                    return calls.indices.map { i in
+                        if case .error = results[i] { return results[i] }
+                        if after[i].isEmpty { return results[i] }
+                        return .array([results[i]] + replies[(at[i] + 1)..<(at[i] + 1 + after[i].count)])
+                    }
                 }
             },
             transientResult: Self.noneRan)

@@ -42,7 +42,7 @@ enum Scripts {
         return 1
         """)
 
-    /// The lease-taking part of `claim` and `claimAndLoad` (KEYS: pending, owners; ARGV: id, owner,
+    /// The lease-taking part of `claim` (KEYS: pending, owners; ARGV: id, owner,
     /// lease_ms): returns 0 from the script unless the caller now holds the lease.
     static let takeLease = """
         \(now)
@@ -53,14 +53,6 @@ enum Scripts {
         redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
         redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
         """
-
-    /// KEYS: pending, owners, msg, body.  ARGV: id, owner, lease_ms
-    /// `claim`, and on success the message record and body in the same round trip:
-    /// returns 0, or {HGETALL msg, body}.
-    static let claimAndLoad = RedisScript("""
-        \(takeLease)
-        return {redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4])}
-        """)
 
     /// KEYS: pending, owners.  ARGV: owner, lease_ms, limit
     /// Takes the leases of up to `limit` entries whose deadline has passed; returns their ids.
@@ -125,7 +117,9 @@ enum Scripts {
           end
           a = a + 4
         end
-        -- Fields in batches (Lua's unpack has a limit of a few thousand values).
+        -- Fields in batches (Lua's unpack has a limit of a few thousand values); the last batch
+        -- also carries committed_by and the new state (later pairs of one HSET win): every
+        -- redis.call costs a script several microseconds.
         local batch = {}
         for i = a, #ARGV - 1, 2 do
           local f = ARGV[i]
@@ -138,22 +132,29 @@ enum Scripts {
             batch = {}
           end
         end
-        if #batch > 0 then redis.call('HSET', KEYS[3], unpack(batch)) end
-        redis.call('HSET', KEYS[3], 'committed_by', ARGV[2])
+        batch[#batch + 1] = 'committed_by'
+        batch[#batch + 1] = ARGV[2]
+        local states = {forward = 'queued', hold = 'held', done = 'done'}
+        if states[mode] then
+          batch[#batch + 1] = 'state'
+          batch[#batch + 1] = states[mode]
+        end
+        if mode == 'done' then
+          batch[#batch + 1] = 'finished'
+          batch[#batch + 1] = now
+        end
+        redis.call('HSET', KEYS[3], unpack(batch))
         if mode == 'forward' then
           redis.call('ZREM', KEYS[1], id)
           redis.call('HDEL', KEYS[2], id)
-          redis.call('HSET', KEYS[3], 'state', 'queued')
           redis.call('ZADD', KEYS[6], now + delay, id)
         elseif mode == 'hold' then
           redis.call('ZREM', KEYS[1], id)
           redis.call('HDEL', KEYS[2], id)
-          redis.call('HSET', KEYS[3], 'state', 'held')
           redis.call('HSET', KEYS[6], id, ARGV[4])
         elseif mode == 'done' then
           redis.call('ZREM', KEYS[1], id)
           redis.call('HDEL', KEYS[2], id)
-          redis.call('HSET', KEYS[3], 'state', 'done', 'finished', now)
           local keep = tonumber(ARGV[6])
           redis.call('EXPIRE', KEYS[3], keep)
           redis.call('EXPIRE', KEYS[4], keep)

@@ -196,6 +196,48 @@ final class RedisClientTests: XCTestCase {
         XCTAssertGreaterThan(sent.pipelines, 300 / 16 - 1, "no pipeline carries more than maxBatch")
     }
 
+    /// Plain commands behind each script in the same pipeline (how a stage claims and then reads
+    /// the record and body): each call gets its script's reply and its own follow-ups' replies, in
+    /// order, also when the script cache was flushed (the follow-ups are sent again with the EVAL);
+    /// a script's error reply comes back alone; calls without follow-ups mix with calls with them.
+    func testFollowUpsRideBehindTheirScript() async throws {
+        let script = RedisScript("""
+            if ARGV[1] == 'fail' then return redis.error_reply('BOOM ' .. KEYS[1]) end
+            return redis.call('INCR', KEYS[1])
+            """)
+        for round in 0..<2 {
+            _ = try await client.command("SCRIPT", "FLUSH")
+            let batcher = RedisBatcher(client: client, script: script, maxBatch: 8)
+            let results = await withTaskGroup(of: (Int, Result<RedisValue, any Error>).self) { group in
+                for i in 0..<60 {
+                    group.addTask {
+                        let follow: [[RedisArg]] = i % 3 == 2 ? [] : [["GET", RedisArg("r\(round)-n\(i)")], ["STRLEN", RedisArg("r\(round)-n\(i)")]]
+                        do {
+                            return (i, .success(try await batcher.eval(keys: [RedisArg("r\(round)-n\(i)")],
+                                                                       args: [i % 10 == 0 ? "fail" : "ok"], followUps: follow)))
+                        } catch { return (i, .failure(error)) }
+                    }
+                }
+                var out: [Int: Result<RedisValue, any Error>] = [:]
+                for await (i, r) in group { out[i] = r }
+                return out
+            }
+            for i in 0..<60 {
+                switch results[i]! {
+                case .success(let value) where i % 3 == 2:
+                    XCTAssertEqual(value, .integer(1), "no follow-ups: the script's reply as before")
+                case .success(let value):
+                    XCTAssertEqual(value, .array([.integer(1), .bulk(Array("1".utf8)), .integer(1)]), "call \(i)")
+                case .failure(let error as RedisError):
+                    XCTAssertEqual(i % 10, 0, "call \(i): \(error)")
+                    XCTAssertTrue(error.message.contains("BOOM r\(round)-n\(i)"), error.message)
+                case .failure(let error):
+                    XCTFail("\(error)")
+                }
+            }
+        }
+    }
+
     /// The task that happens to send a batch is cancelled while the batch is in flight: the
     /// calls it carries for others still get their replies, and the calls queued behind it go next.
     func testBatcherLeaderCancellationDoesNotFailTheOthers() async throws {

@@ -201,6 +201,30 @@ final class MessageStoreTests: XCTestCase {
         XCTAssertEqual(v27, "done")
     }
 
+    /// What each transition writes on the record in its one HSET: the worker's fields, who
+    /// committed, the new state (over a `state` the worker sent), `finished` for done; a retry
+    /// keeps the state; a final recipient state is not overwritten.
+    func testCommitRecordsFieldsStateAndCommitter() async throws {
+        for (transition, state) in [(Transition.forward(topic: "mail.scanned", redriveAfterMilliseconds: 1000), "queued"),
+                                    (.hold(releaseTo: "mail.scanned"), "held"), (.done, "done"),
+                                    (.retry(afterMilliseconds: 1000), "accepted")] {
+            let id = try await accept()
+            _ = try await redis.command("HSET", .init("t:msg:\(id)"), "rcpt:a@x.example", #"{"state":"delivered"}"#)
+            let claimed = try await store.claim(id, topic: "mail.accepted", owner: "A", leaseMilliseconds: 60_000)
+            XCTAssertTrue(claimed)
+            let committed = try await store.commit(id, topic: "mail.accepted", owner: "A", events: [],
+                                                   fields: ["lane": "good", "state": "bogus", "rcpt:a@x.example": #"{"state":"deferred"}"#],
+                                                   transition: transition)
+            XCTAssertTrue(committed)
+            let f = try await store.load(id)!.fields
+            XCTAssertEqual(f["lane"], "good", "\(transition)")
+            XCTAssertEqual(f["committed_by"], "A", "\(transition)")
+            XCTAssertEqual(f["state"], state == "accepted" ? "bogus" : state, "\(transition)")
+            XCTAssertEqual(f["finished"] != nil, state == "done", "\(transition)")
+            XCTAssertEqual(f["rcpt:a@x.example"], #"{"state":"delivered"}"#, "\(transition)")
+        }
+    }
+
     func testConcurrentClaimsOfManyMessagesGiveEachToExactlyOneOwner() async throws {
         var ids: [MessageID] = []
         for _ in 0..<50 { ids.append(try await accept()) }
