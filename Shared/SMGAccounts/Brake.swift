@@ -184,15 +184,33 @@ public struct BrakeStore: Sendable {
         return out
     }
 
-    /// Every brake in force.
+    /// Every brake in force. Index entries whose brake is gone (lifted or expired) are pruned.
     public func all() async throws -> [BrakeRecord] {
         let subjects = (try await redis.command("SMEMBERS", .init(brakeIndex)).array ?? []).compactMap(\.string).sorted()
         let found = try await active(subjects)
         let live = Set(found.map(\.subject))
-        let stale = subjects.filter { !live.contains($0) }
-        if !stale.isEmpty { _ = try await redis.command([.init("SREM"), .init(brakeIndex)] + stale.map { RedisArg($0) }) }
+        try await prune(subjects.filter { !live.contains($0) })
         return found
     }
+
+    /// Takes `subjects` out of the index, each only if its brake is still gone when Redis runs
+    /// this: between reading a subject as stale and removing it, the subject may trip again (the
+    /// observe script writes the brake and adds it back to the index), and a plain SREM then hid a
+    /// brake in force from every listing and the `smg_braked_accounts` gauge.
+    func prune(_ subjects: [String]) async throws {
+        guard !subjects.isEmpty else { return }
+        _ = try await redis.eval(Self.pruneScript, keys: [.init(brakeIndex)] + subjects.map { .init(brakeKey($0)) },
+                                 args: subjects.map { .init($0) })
+    }
+
+    /// KEYS: index, brake key of each subject; ARGV: the subjects. Returns how many were removed.
+    static let pruneScript = RedisScript("""
+    local removed = 0
+    for i, subject in ipairs(ARGV) do
+      if redis.call('EXISTS', KEYS[i + 1]) == 0 then removed = removed + redis.call('SREM', KEYS[1], subject) end
+    end
+    return removed
+    """)
 
     /// Lifts a brake and clears the subject's current counts, so the burst that tripped it does not
     /// trip it again at once. Returns the record that was lifted, nil when there was none.

@@ -87,6 +87,26 @@ final class BrakeTests: XCTestCase {
         }
     }
 
+    /// Listing prunes index entries whose brake is gone, but never one that tripped again after
+    /// it was read as stale (the prune runs against the brake as it is then).
+    func testListingPrunesGoneBrakesButNotOneTrippedMeanwhile() async throws {
+        let gone = BrakeStore.loginSubject("gone"), again = BrakeStore.loginSubject("again")
+        _ = try await redis.command("SADD", .init(brakes.brakeIndex), .init(gone), .init(again))
+        let listed = try await brakes.all()
+        XCTAssertEqual(listed.map(\.subject), [], "neither has a brake yet")
+        let index = try await redis.command("SMEMBERS", .init(brakes.brakeIndex)).array ?? []
+        XCTAssertEqual(index, [], "both pruned")
+
+        // `again` is read as stale, then trips before the prune runs.
+        _ = try await redis.command("SADD", .init(brakes.brakeIndex), .init(gone), .init(again))
+        _ = try await redis.command("HSET", .init(brakes.brakeKey(again)), "reason", "burst", "since", "now", "action", "refuse")
+        try await brakes.prune([gone, again])
+        let left = (try await redis.command("SMEMBERS", .init(brakes.brakeIndex)).array ?? []).compactMap(\.string)
+        XCTAssertEqual(left, [again], "a brake in force stays listed")
+        let all = try await brakes.all()
+        XCTAssertEqual(all.map(\.subject), [again])
+    }
+
     func testBouncesBrake() async throws {
         _ = try await send(50, at: day0, spread: 100)
         try await brakes.recordBounces(subjects: [login], count: 29, now: day0.addingTimeInterval(200))
