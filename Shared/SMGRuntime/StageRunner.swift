@@ -3,6 +3,7 @@ import SMGSync
 public import SMGCore
 public import SMGStore
 import SMGBus
+import SMGRedis
 public import SMGNDR
 import SMTPProtocol
 public import NIOCore
@@ -695,8 +696,14 @@ public final class StageRunner: Service, Sendable {
                 let now = ContinuousClock.now
                 if isStopping, stoppingSince == nil { stoppingSince = now }
                 if now - began > patience || (stoppingSince.map { now - $0 > process.drainTimeout } ?? false) {
-                    logger.error("could not record the stage's outcome; the message will be redriven",
-                                 metadata: ["error": "\(error)", "external_effects": "\(outcome.externalEffects)"])
+                    if (error as? RedisError)?.serverErrorPrefix == "NOTREPLICATED" {
+                        // The commit ran on the primary; only the replicas' confirmation is missing.
+                        logger.error("stage outcome recorded on the Redis primary, but no replica confirmed it; if that primary fails before it replicates, the message will be redriven",
+                                     metadata: ["error": "\(error)", "external_effects": "\(outcome.externalEffects)"])
+                    } else {
+                        logger.error("could not record the stage's outcome; the message will be redriven",
+                                     metadata: ["error": "\(error)", "external_effects": "\(outcome.externalEffects)"])
+                    }
                     return false
                 }
                 // Not cancellable: a cancelled sleep would turn this into a busy loop at shutdown.
