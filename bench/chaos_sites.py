@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "Tests" / "Integration"))
 import redis as redislib  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 
-from harness import bin_dir, stop_processes  # noqa: E402
+from harness import bin_dir, shipped_assets_env, stop_processes  # noqa: E402
 
 NET = "10.77.0"          # the backbone between the sites: Redis, Sentinel, the bus
 PUBLIC = "10.78.0"       # the Internet side: customers, destinations
@@ -247,13 +247,7 @@ class Site:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMG_")}
         env.update({
             "SMG_LOG_LEVEL": "info",
-            "SMG_SCANNER_CLAMAV_DATABASE": str(ROOT / "deploy/scanner/clamav"),
-            "SMG_SCANNER_YARA_RULES": str(ROOT / "deploy/scanner/yara/smg.yar"),
-            "SMG_NDR_DOMAIN": "gateway.test",
-            "SMG_CLASSIFIER_MODEL_FILE": str(ROOT / "deploy/spam/model.txt"),
-            "SMG_STAGE_REDRIVE_AFTER": "3s",
-            "SMG_STAGE_REDRIVE_INTERVAL": "250ms",
-            "SMG_STAGE_RETRY_DELAY": "1s",
+            **shipped_assets_env(),
             "SMG_STAGE_LEASE": f"{STAGE_LEASE_S}s",
             "SMG_EGRESS_LEASE": f"{EGRESS_LEASE_S}s",
             "SMG_EGRESS_ROUTES": f"*={INTERNET}:{SINK_PORT}",

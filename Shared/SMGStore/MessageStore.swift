@@ -374,7 +374,7 @@ public final class MessageStore: Sendable {
             index += 2
         }
         guard let envelopeJSON = fields["envelope"],
-              let envelope = try? Envelope.decode(Array(envelopeJSON.utf8))
+              let envelope = try? Envelope.decode(envelopeJSON.utf8)
         else { throw StoreError(code: .corruptRecord, message: "message \(id) has no readable envelope") }
         guard let bytes = body.bytes else {
             throw StoreError(code: .corruptRecord, message: "message \(id) has no body")

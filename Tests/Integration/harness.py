@@ -240,6 +240,21 @@ class Sink:
         self.controller.stop()
 
 
+def shipped_assets_env() -> dict:
+    """What every test gateway shares (also bench/chaos_sites.py): the project's test signatures
+    (EICAR, clamav-testfiles) and YARA rules, the spam model it ships (seeds the shared model in
+    the test's Redis), an NDR domain, and redrive timings short enough for tests."""
+    return {
+        "SMG_SCANNER_CLAMAV_DATABASE": str(ROOT / "deploy/scanner/clamav"),
+        "SMG_SCANNER_YARA_RULES": str(ROOT / "deploy/scanner/yara/smg.yar"),
+        "SMG_NDR_DOMAIN": "gateway.test",
+        "SMG_CLASSIFIER_MODEL_FILE": str(ROOT / "deploy/spam/model.txt"),
+        "SMG_STAGE_REDRIVE_AFTER": "3s",
+        "SMG_STAGE_REDRIVE_INTERVAL": "250ms",
+        "SMG_STAGE_RETRY_DELAY": "1s",
+    }
+
+
 class Gateway:
     """Starts the gateway's processes against one Redis, with configs written to a temp folder."""
 
@@ -263,16 +278,8 @@ class Gateway:
             "SMG_REDIS_TIMEOUT": "1s",
             "SMG_LOG_LEVEL": "info",
             "SMG_HTTP_LISTEN": "127.0.0.1:0",
-            # The project's test signatures (EICAR, clamav-testfiles) and its YARA rules.
-            "SMG_SCANNER_CLAMAV_DATABASE": str(ROOT / "deploy/scanner/clamav"),
+            **shipped_assets_env(),
             "SMG_SCANNER_CLAMAV_RELOAD_INTERVAL": "500ms",
-            "SMG_SCANNER_YARA_RULES": str(ROOT / "deploy/scanner/yara/smg.yar"),
-            "SMG_NDR_DOMAIN": "gateway.test",
-            # The spam model the project ships (seeds the shared model in the test's Redis).
-            "SMG_CLASSIFIER_MODEL_FILE": str(ROOT / "deploy/spam/model.txt"),
-            "SMG_STAGE_REDRIVE_AFTER": "3s",
-            "SMG_STAGE_REDRIVE_INTERVAL": "250ms",
-            "SMG_STAGE_RETRY_DELAY": "1s",
             "SMG_STAGE_LEASE": "5s",
             "SMG_EGRESS_LEASE": "20s",
             "SMG_EGRESS_ROUTES": f"*=127.0.0.1:{self.sink.port}",

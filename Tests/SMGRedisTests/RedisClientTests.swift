@@ -388,28 +388,7 @@ final class RedisClientTests: XCTestCase {
     }
 
     func testKilledServerGivesConnectionErrorThenClientRecoversAfterRestart() async throws {
-        // Warm several pooled connections, and store data that must survive via AOF.
-        let client = self.client!
-        _ = try await client.command("SET", "durable", "yes")
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<16 { group.addTask { _ = try await client.command("PING") } }
-            try await group.waitForAll()
-        }
-
-        server.kill()
-        let (outcome, elapsed) = await timed { () -> Result<RedisValue, any Error> in
-            do { return .success(try await withTimeout(.seconds(5), "command") { try await client.command("GET", "durable") }) } catch { return .failure(error) }
-        }
-        guard case .failure(let error as RedisError) = outcome else {
-            return XCTFail("expected a RedisError, got \(outcome)")
-        }
-        XCTAssertTrue(error.code == .connection || error.code == .timeout, "\(error)")
-        XCTAssertLessThan(elapsed, .milliseconds(1500), "error must come within about the timeout")
-
-        try server.restart()
-        // Every pooled connection is stale now; the client notices that before writing and
-        // reconnects, so every command after the restart succeeds at the first attempt.
-        try await assertEveryCommandSucceeds(client, reading: "durable", expecting: "yes")
+        try await assertKillFailsFastAndRestartRecovers(client, server)
     }
 
     func testStoppedServerGivesTimeoutWithinAboutTheTimeout() async throws {
@@ -545,6 +524,31 @@ final class RedisAuthTests: XCTestCase {
             XCTAssertEqual((error as? RedisError)?.code, .connection, "\(error)")
         }
     }
+}
+
+/// kill -9 under a warm pool (16 connections, data that must survive in the AOF): the first command
+/// fails (connection or timeout) within about the client's timeout; after a restart on the same
+/// port every command succeeds at the first attempt (`assertEveryCommandSucceeds`).
+func assertKillFailsFastAndRestartRecovers(_ client: RedisClient, _ server: RedisServerFixture,
+                                           file: StaticString = #filePath, line: UInt = #line) async throws {
+    _ = try await client.command("SET", "durable", "yes")
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for _ in 0..<16 { group.addTask { _ = try await client.command("PING") } }
+        try await group.waitForAll()
+    }
+    server.kill()
+    let (outcome, elapsed) = await timed { () -> Result<RedisValue, any Error> in
+        do { return .success(try await withTimeout(.seconds(5), "command") { try await client.command("GET", "durable") }) } catch { return .failure(error) }
+    }
+    guard case .failure(let error as RedisError) = outcome else {
+        return XCTFail("expected a RedisError, got \(outcome)", file: file, line: line)
+    }
+    XCTAssertTrue(error.code == .connection || error.code == .timeout, "\(error)", file: file, line: line)
+    XCTAssertLessThan(elapsed, .milliseconds(1500), "error must come within about the timeout", file: file, line: line)
+    try server.restart()
+    // Every pooled connection is stale now; the client notices that before writing and
+    // reconnects, so every command after the restart succeeds at the first attempt.
+    try await assertEveryCommandSucceeds(client, reading: "durable", expecting: "yes", file: file, line: line)
 }
 
 /// After a restart of the server: 8 commands one after the other, then 16 at once, each must

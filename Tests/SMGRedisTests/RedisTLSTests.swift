@@ -246,21 +246,7 @@ final class RedisTLSTests: XCTestCase {
         defer { server.kill() }
         let client = RedisClient(endpoint: server.endpoint, poolSize: 4, timeout: .seconds(1), logger: logger)
         defer { client.close() }
-        _ = try await client.command("SET", "durable", "yes")
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<16 { group.addTask { _ = try await client.command("PING") } }
-            try await group.waitForAll()
-        }
-        server.kill()
-        let (outcome, elapsed) = await timed { () -> Result<RedisValue, any Error> in
-            do { return .success(try await withTimeout(.seconds(5), "command") { try await client.command("GET", "durable") }) } catch { return .failure(error) }
-        }
-        guard case .failure(let error as RedisError) = outcome else { return XCTFail("expected a RedisError, got \(outcome)") }
-        XCTAssertTrue(error.code == .connection || error.code == .timeout, "\(error)")
-        XCTAssertLessThan(elapsed, .milliseconds(1500))
-
-        try server.restart()
-        try await assertEveryCommandSucceeds(client, reading: "durable", expecting: "yes")
+        try await assertKillFailsFastAndRestartRecovers(client, server)
     }
 
     /// A frozen server: a command times out within about the timeout, and so does a new
