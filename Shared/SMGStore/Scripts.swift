@@ -38,13 +38,6 @@ enum Scripts {
     /// token anyway; this keeps a message from being worked on twice at once whatever the caller does).
     /// 1 = yours, 0 = done already or held (or waiting for its retry time).
     static let claim = RedisScript("""
-        \(takeLease)
-        return 1
-        """)
-
-    /// The lease-taking part of `claim` (KEYS: pending, owners; ARGV: id, owner,
-    /// lease_ms): returns 0 from the script unless the caller now holds the lease.
-    static let takeLease = """
         \(now)
         local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
         if not score then return 0 end
@@ -52,7 +45,8 @@ enum Scripts {
         if cur and tonumber(score) > now then return 0 end
         redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
         redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-        """
+        return 1
+        """)
 
     /// KEYS: pending, owners.  ARGV: owner, lease_ms, limit
     /// Takes the leases of up to `limit` entries whose deadline has passed; returns their ids.
