@@ -38,11 +38,14 @@ def listed(gateway, *filters):
 
 
 def snapshot(redis_server):
-    """Every key of the gateway with its serialized value (registry heartbeats left out)."""
+    """Every key of the gateway with its serialized value, heartbeats left out: the registry's and
+    the ingress connection census (`conn:*` hashes and `conn-index`, rewritten every second while
+    ingress runs, whatever smgctl does)."""
     r = redis_server.client()
     out = {}
+    heartbeats = tuple(PREFIX.encode() + p for p in (b"registry:", b"conn:", b"conn-index"))
     for key in r.keys(PREFIX + "*"):
-        if key.startswith(PREFIX.encode() + b"registry:"):
+        if key.startswith(heartbeats):
             continue
         out[key] = (r.dump(key), r.pttl(key) > 0)
     return out
